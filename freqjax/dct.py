@@ -452,7 +452,7 @@ def dct_from_jpeg(source: str | os.PathLike | bytes | bytearray | memoryview) ->
         FileNotFoundError: ``source`` is a path that does not exist.
         TypeError: ``source`` is neither a path nor bytes.
     """
-    import jpeglib  # noqa: PLC0415  (optional at import time: only this reader needs libjpeg)
+    import jpeglib
 
     data, label = _read_source(source)
     _check_jpeg_bytes(data, label)
@@ -508,4 +508,6 @@ def _check_jpeg_bytes(data: bytes, label: str) -> None:
         raise ValueError(f"source {label} is not a JPEG file (it does not start with the SOI marker FF D8)")
     sos = data.find(b"\xff\xda")
     if sos < 0 or data.rfind(b"\xff\xd9") < sos:
-        raise ValueError(f"source {label} is a truncated or incomplete JPEG (no scan, or no end-of-image marker after it)")
+        raise ValueError(
+            f"source {label} is a truncated or incomplete JPEG (no scan, or no end-of-image marker after it)"
+        )

@@ -1,0 +1,187 @@
+"""Benchmarks: ``python -m freqjax.profile <command> ...``.
+
+Commands:
+    dct   images/s of :func:`freqjax.dct.rgb_to_dct` (jitted, on the default jax device) side by
+          side with the FUN reference's per-image path (encode a quality-100 JPEG with Pillow,
+          read its coefficients back with libjpeg, repeat the chroma), in the same run.
+
+Example::
+
+    python -m freqjax.profile dct --batch 256 --size 224
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+__all__ = ["bench_dct", "main", "reference_dct", "time_call"]
+
+
+def time_call(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls.
+
+    ``fn`` must block until its work is done (e.g. end with ``jax.block_until_ready``).
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def reference_dct(image: np.ndarray) -> np.ndarray:
+    """The FUN reference's per-image DCT: quality-100 4:2:0 JPEG via Pillow, coefficients via libjpeg."""
+    from freqjax.dct import dct_from_jpeg
+
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(image).save(buf, format="JPEG", quality=100, subsampling=2)
+    return dct_from_jpeg(buf.getvalue())
+
+
+def _reference_chunk(images: np.ndarray) -> int:
+    for img in images:
+        reference_dct(img)
+    return len(images)
+
+
+def _test_images(n: int, size: int, folder: str | None) -> np.ndarray:
+    if folder:
+        from freqjax.data.folder import load_folder_images
+
+        images, _ = load_folder_images(folder, n, size)
+        reps = -(-n // len(images))
+        return np.concatenate([images] * reps)[:n]
+    from freqjax.data.synthetic import grating_images
+
+    # A few distinct natural-looking images, tiled: JPEG encoding speed depends on content, so
+    # random noise would make the reference path unrealistically slow.
+    distinct = min(n, 32)
+    images, _ = grating_images(distinct, size)
+    return np.concatenate([images] * (-(-n // distinct)))[:n]
+
+
+def bench_dct(
+    *,
+    batch: int = 256,
+    size: int = 224,
+    chroma: str = "420",
+    dtype: str = "float32",
+    repeats: int = 5,
+    reference_images: int = 128,
+    workers: int | None = None,
+    folder: str | None = None,
+) -> dict:
+    """Measure both DCT paths; returns a dict of figures (images/s are medians over repeats)."""
+    import jax
+    import jax.numpy as jnp
+
+    from freqjax import dct
+
+    workers = workers or os.cpu_count() or 1
+    images = _test_images(batch, size, folder)
+    device_images = jax.device_put(images)
+    fn = jax.jit(lambda x: dct.rgb_to_dct(x, chroma=chroma, dtype=jnp.dtype(dtype)))
+    times = time_call(lambda: jax.block_until_ready(fn(device_images)), repeats)
+    ours = batch / statistics.median(times)
+
+    ref_imgs = images[: min(reference_images, batch)]
+    single = time_call(lambda: _reference_chunk(ref_imgs), 1, warmup=0)[0]
+    # spawn, not fork: forking a process that runs JAX's thread pools can deadlock.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_reference_chunk, np.array_split(ref_imgs[:workers], workers)))  # start workers
+        start = time.perf_counter()
+        done = sum(pool.map(_reference_chunk, np.array_split(ref_imgs, workers)))
+        parallel = time.perf_counter() - start
+    return {
+        "device": str(jax.devices()[0]),
+        "batch": batch,
+        "size": size,
+        "chroma": chroma,
+        "dtype": dtype,
+        "freqjax_images_per_s": round(ours, 1),
+        "freqjax_ms_per_batch": round(1e3 * statistics.median(times), 2),
+        "reference_images_per_s_1_process": round(len(ref_imgs) / single, 1),
+        "reference_images_per_s_workers": round(done / parallel, 1),
+        "workers": workers,
+        "speedup_vs_reference_workers": round(ours / (done / parallel), 2),
+    }
+
+
+def _cmd_dct(args: argparse.Namespace) -> None:
+    result = bench_dct(
+        batch=args.batch,
+        size=args.size,
+        chroma=args.chroma,
+        dtype=args.dtype,
+        repeats=args.repeats,
+        reference_images=args.reference_images,
+        workers=args.workers,
+        folder=args.folder,
+    )
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"rgb_to_dct, {result['batch']} x {result['size']}x{result['size']} uint8, chroma {result['chroma']}, "
+          f"out {result['dtype']}, on {result['device']}")
+    print(f"  freqjax rgb_to_dct (jit)          : {result['freqjax_images_per_s']:10.1f} images/s "
+          f"({result['freqjax_ms_per_batch']} ms/batch, median of {args.repeats})")
+    print(f"  reference JPEG q100 + libjpeg, 1 process : {result['reference_images_per_s_1_process']:10.1f} images/s")
+    print(f"  reference, {result['workers']} processes              : {result['reference_images_per_s_workers']:10.1f} "
+          f"images/s")
+    print(f"  speed-up over the reference on all cores: {result['speedup_vs_reference_workers']}x")
+
+
+def _positive(v: str) -> int:
+    i = int(v)
+    if i < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return i
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m freqjax.profile", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("dct", help="rgb_to_dct images/s vs the per-image JPEG/libjpeg reference")
+    d.add_argument("--batch", type=_positive, default=256)
+    d.add_argument("--size", type=_positive, default=224, help="image side in pixels (multiple of 16 for 420)")
+    d.add_argument("--chroma", choices=["420", "444"], default="420")
+    d.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    d.add_argument("--repeats", type=_positive, default=5)
+    d.add_argument("--reference-images", type=_positive, default=128, help="images timed on the reference path")
+    d.add_argument("--workers", type=_positive, default=None, help="processes for the reference (default: all cores)")
+    d.add_argument("--folder", default=None, help="take images from this folder instead of synthetic ones")
+    d.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    d.set_defaults(func=_cmd_dct)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point."""
+    args = _parser().parse_args(argv)
+    if args.command == "dct":
+        mult = 16 if args.chroma == "420" else 8
+        if args.size % mult:
+            _parser().error(f"--size must be a multiple of {mult} for --chroma {args.chroma}, got {args.size}")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
