@@ -37,8 +37,8 @@ def _validate(config: ml_collections.ConfigDict) -> None:
     if config.image_size % mult:
         raise ValueError(f"config.image_size must be a multiple of {mult} for chroma {config.chroma!r}, "
                          f"got {config.image_size}")
-    if not (config.data == "synthetic" or str(config.data).startswith("folder:")):
-        raise ValueError(f"config.data must be 'synthetic' or 'folder:PATH', got {config.data!r}")
+    if not (config.data == "synthetic" or str(config.data).startswith(("folder:", "skimage:"))):
+        raise ValueError(f"config.data must be 'synthetic', 'folder:PATH' or 'skimage:NAME', got {config.data!r}")
 
 
 def _load(config: ml_collections.ConfigDict) -> tuple[np.ndarray, str]:
@@ -47,6 +47,17 @@ def _load(config: ml_collections.ConfigDict) -> tuple[np.ndarray, str]:
 
         images, _ = grating_images(config.num_images, config.image_size, seed=config.seed)
         return images, "synthetic gratings"
+    if config.data.startswith("skimage:"):
+        # scikit-image's bundled sample photos (the [dev] extra), e.g. skimage:astronaut.
+        from PIL import Image as PILImage
+        from skimage import data as skdata
+
+        from freqjax.data.folder import resize_centre_crop
+
+        name = config.data.removeprefix("skimage:")
+        img = getattr(skdata, name)()
+        img = np.asarray(resize_centre_crop(PILImage.fromarray(img).convert("RGB"), config.image_size))
+        return np.stack([img] * config.num_images), f"scikit-image sample {name!r}"
     from freqjax.data.folder import list_images, load_folder_images
 
     root = config.data.removeprefix("folder:")

@@ -43,4 +43,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from freqjax.runtime import reexec_with_malloc_tuning
+
+    reexec_with_malloc_tuning()
     app.run(main)

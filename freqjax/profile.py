@@ -116,6 +116,7 @@ def bench_dct(
         "size": size,
         "chroma": chroma,
         "dtype": dtype,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "freqjax_images_per_s": round(ours, 1),
         "freqjax_ms_per_batch": round(1e3 * statistics.median(times), 2),
         "reference_images_per_s_1_process": round(len(ref_imgs) / single, 1),
@@ -140,7 +141,7 @@ def _cmd_dct(args: argparse.Namespace) -> None:
         print(json.dumps(result))
         return
     print(f"rgb_to_dct, {result['batch']} x {result['size']}x{result['size']} uint8, chroma {result['chroma']}, "
-          f"out {result['dtype']}, on {result['device']}")
+          f"out {result['dtype']}, on {result['device']}, GLIBC_TUNABLES={result['glibc_tunables'] or '(unset)'}")
     print(f"  freqjax rgb_to_dct (jit)          : {result['freqjax_images_per_s']:10.1f} images/s "
           f"({result['freqjax_ms_per_batch']} ms/batch, median of {args.repeats})")
     print(f"  reference JPEG q100 + libjpeg, 1 process : {result['reference_images_per_s_1_process']:10.1f} images/s")
@@ -184,4 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from freqjax.runtime import reexec_with_malloc_tuning
+
+    reexec_with_malloc_tuning()
     main(sys.argv[1:])

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from freqjax import profile
+from freqjax import profile, runtime
 from freqjax.data import grating_image, grating_images
 
 
@@ -39,13 +39,18 @@ def test_main_rejects_bad_config(tmp_path, override, message):
     assert message in out.stderr
 
 
-def test_profile_dct_prints_both_figures():
+@pytest.mark.parametrize("tuning", ["1", "0"])
+def test_profile_dct_prints_both_figures(monkeypatch, tuning):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setenv("FREQJAX_MALLOC_TUNING", tuning)
     out = run("-m", "freqjax.profile", "dct", "--batch", "8", "--size", "32", "--repeats", "1",
               "--reference-images", "4", "--workers", "1", "--json")
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["freqjax_images_per_s"] > 0 and result["reference_images_per_s_1_process"] > 0
     assert result["reference_images_per_s_workers"] > 0
+    # the entry point re-executes itself with the malloc tunables unless opted out
+    assert result["glibc_tunables"] == (runtime.MALLOC_TUNABLES if tuning == "1" else "")
 
 
 def test_profile_rejects_bad_size():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "load_folder_images"]
+__all__ = ["IMAGE_SUFFIXES", "list_images", "load_folder_images", "resize_centre_crop"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -24,7 +24,8 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _resize_centre_crop(img: Image.Image, size: int) -> Image.Image:
+def resize_centre_crop(img: Image.Image, size: int) -> Image.Image:
+    """Resize the short side to ``size`` (bicubic; no-op at that size) and crop the centre square."""
     w, h = img.size
     scale = size / min(w, h)
     img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
@@ -54,7 +55,7 @@ def load_folder_images(
     for path in list_images(root)[:: max(1, stride)]:
         try:
             with Image.open(path) as im:
-                images.append(np.asarray(_resize_centre_crop(im.convert("RGB"), size)))
+                images.append(np.asarray(resize_centre_crop(im.convert("RGB"), size)))
         except OSError:
             continue
         used.append(path)
