@@ -232,6 +232,17 @@ def _to_blocks(planes: jax.Array) -> jax.Array:
     return b.reshape(*lead, h // BLOCK, w // BLOCK, BLOCK * BLOCK)
 
 
+def _channel_blocks(planes: jax.Array) -> jax.Array:
+    """(n, H, W, k) -> (n, H/8, W/8, k, 64): raster-flattened 8x8 blocks, planes before pixels.
+
+    With this order the 64x64 GEMM's result already is the stacked-planes channel layout, so no
+    slice or concatenate pass follows it (each would be a full extra pass over memory on CPU).
+    """
+    n, h, w, k = planes.shape
+    b = planes.reshape(n, h // BLOCK, BLOCK, w // BLOCK, BLOCK, k).transpose(0, 1, 3, 5, 2, 4)
+    return b.reshape(n, h // BLOCK, w // BLOCK, k, BLOCK * BLOCK)
+
+
 def _from_blocks(blocks: jax.Array) -> jax.Array:
     """(..., H/8, W/8, 64) -> (..., H, W)."""
     *lead, hb, wb, _ = blocks.shape
@@ -323,11 +334,9 @@ def rgb_to_dct(
         return m[r, 0] * p[..., 0] + m[r, 1] * p[..., 1] + m[r, 2] * p[..., 2]
 
     # Level shift: Y - 128; the chroma offsets +128 - 128 cancel.
-    y = _apply64(_to_blocks(plane(0, x) - _LEVEL_SHIFT), _DCT2)
     if chroma == "444":
-        c = _apply64(_to_blocks(jnp.stack([plane(1, x), plane(2, x)], axis=1)), _DCT2)
-        c = jnp.concatenate([c[:, 0], c[:, 1]], axis=-1)
-        out = jnp.concatenate([y, c], axis=-1)
+        planes = jnp.stack([plane(0, x) - _LEVEL_SHIFT, plane(1, x), plane(2, x)], axis=-1)
+        out = _apply64(_channel_blocks(planes), _DCT2).reshape(-1, h // BLOCK, w // BLOCK, CHANNELS)
     else:
         # 2x2 box average as four strided slices: XLA fuses these into the colour loop, whereas a
         # reshape + sum becomes a separate reduction that is ~5x slower on CPU.
@@ -336,10 +345,8 @@ def rgb_to_dct(
              + x[:, 0::2, 1::2].astype(f32) + x[:, 1::2, 1::2].astype(f32))
         cp = jnp.stack([plane(1, s), plane(2, s)], axis=-1) * 0.25  # (n, H/2, W/2, 2)
         n, hc, wc = x.shape[0], h // 16, w // 16
-        # Blocks ordered (n, H/16, W/16, [Cb, Cr], 8, 8): the GEMM result then reshapes to the 128
-        # chroma channels for free (slicing the planes apart and concatenating cost two passes).
-        cb = cp.reshape(n, hc, BLOCK, wc, BLOCK, 2).transpose(0, 1, 3, 5, 2, 4)
-        c = _apply64(cb.reshape(n, hc, wc, 2, BLOCK * BLOCK), _DCT2).reshape(n, hc, wc, 128)
+        y = _apply64(_channel_blocks((plane(0, x) - _LEVEL_SHIFT)[..., None]), _DCT2).reshape(n, 2 * hc, 2 * wc, 64)
+        c = _apply64(_channel_blocks(cp), _DCT2).reshape(n, hc, wc, 128)
         c = jnp.broadcast_to(c[:, :, None, :, None], (n, hc, 2, wc, 2, 128)).reshape(n, 2 * hc, 2 * wc, 128)
         # pad + add assembles the 192 channels in one fused loop; concatenate is a separate,
         # slower copy on XLA CPU.
