@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
@@ -49,14 +48,13 @@ def _load(config: ml_collections.ConfigDict) -> tuple[np.ndarray, str]:
         return images, "synthetic gratings"
     if config.data.startswith("skimage:"):
         # scikit-image's bundled sample photos (the [dev] extra), e.g. skimage:astronaut.
-        from PIL import Image as PILImage
         from skimage import data as skdata
 
         from freqjax.data.folder import resize_centre_crop
 
         name = config.data.removeprefix("skimage:")
         img = getattr(skdata, name)()
-        img = np.asarray(resize_centre_crop(PILImage.fromarray(img).convert("RGB"), config.image_size))
+        img = np.asarray(resize_centre_crop(Image.fromarray(img).convert("RGB"), config.image_size))
         return np.stack([img] * config.num_images), f"scikit-image sample {name!r}"
     from freqjax.data.folder import list_images, load_folder_images
 
@@ -133,7 +131,7 @@ def run_dct_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict
     report = {"source": source, "num_images": n, "image_size": config.image_size, "chroma": config.chroma,
               "output_shape": list(coeffs.shape[1:]), "libjpeg_agreement": agreement,
               "table7_keep": keep_rows, "images_per_s": round(ips, 1), "batch_size": config.batch_size,
-              "device": str(jax.devices()[0]), "dtype": str(jnp.float32.dtype)}
+              "device": str(jax.devices()[0]), "dtype": "float32"}
     (workdir / "dct_report.json").write_text(json.dumps(report, indent=2))
     print(f"[dct_demo] wrote {workdir / 'dct_report.json'}, keep_lowest.png, y_channels.png", flush=True)
     return report

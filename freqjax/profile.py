@@ -47,11 +47,11 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[f
 
 def reference_dct(image: np.ndarray) -> np.ndarray:
     """The FUN reference's per-image DCT: quality-100 4:2:0 JPEG via Pillow, coefficients via libjpeg."""
+    from PIL import Image
+
     from freqjax.dct import dct_from_jpeg
 
     buf = io.BytesIO()
-    from PIL import Image
-
     Image.fromarray(image).save(buf, format="JPEG", quality=100, subsampling=2)
     return dct_from_jpeg(buf.getvalue())
 
