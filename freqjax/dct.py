@@ -136,8 +136,7 @@ def _check_real(name: str, x: jax.typing.ArrayLike) -> None:
         np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype == jnp.bfloat16
     ):
         raise TypeError(
-            f"{name} must have an integer or real floating dtype (uint8, float32, bfloat16, ...), "
-            f"got dtype {dtype}"
+            f"{name} must have an integer or real floating dtype (uint8, float32, bfloat16, ...), got dtype {dtype}"
         )
 
 
@@ -214,10 +213,7 @@ def _colour(x: jax.Array, matrix: np.ndarray, offset: np.ndarray) -> jax.Array:
     # Written as explicit multiply-adds: XLA turns a (..., 3) @ (3, 3) matmul into a slow
     # dot with K=3, while elementwise arithmetic fuses into one memory-speed loop.
     m = matrix.astype(np.float32)
-    planes = [
-        m[r, 0] * x[..., 0] + m[r, 1] * x[..., 1] + m[r, 2] * x[..., 2] + np.float32(offset[r])
-        for r in range(3)
-    ]
+    planes = [m[r, 0] * x[..., 0] + m[r, 1] * x[..., 1] + m[r, 2] * x[..., 2] + np.float32(offset[r]) for r in range(3)]
     return jnp.stack(planes, axis=-1)
 
 
@@ -297,9 +293,7 @@ def block_idct(coeffs: jax.typing.ArrayLike, dtype: jnp.dtype = jnp.float32) -> 
 # ----------------------------------------------------------------------------- 192-channel input
 
 
-def rgb_to_dct(
-    images: jax.typing.ArrayLike, chroma: Chroma = "420", dtype: jnp.dtype = jnp.float32
-) -> jax.Array:
+def rgb_to_dct(images: jax.typing.ArrayLike, chroma: Chroma = "420", dtype: jnp.dtype = jnp.float32) -> jax.Array:
     """RGB images -> the FUN paper's 192-channel DCT input.
 
     The pipeline of REFERENCE.md section 1: JFIF YCbCr, 2x2 box-averaged chroma (``'420'``) or
@@ -341,8 +335,12 @@ def rgb_to_dct(
         # 2x2 box average as four strided slices: XLA fuses these into the colour loop, whereas a
         # reshape + sum becomes a separate reduction that is ~5x slower on CPU.
         f32 = jnp.float32
-        s = (x[:, 0::2, 0::2].astype(f32) + x[:, 1::2, 0::2].astype(f32)
-             + x[:, 0::2, 1::2].astype(f32) + x[:, 1::2, 1::2].astype(f32))
+        s = (
+            x[:, 0::2, 0::2].astype(f32)
+            + x[:, 1::2, 0::2].astype(f32)
+            + x[:, 0::2, 1::2].astype(f32)
+            + x[:, 1::2, 1::2].astype(f32)
+        )
         cp = jnp.stack([plane(1, s), plane(2, s)], axis=-1) * 0.25  # (n, H/2, W/2, 2)
         n, hc, wc = x.shape[0], h // 16, w // 16
         y = _apply64(_channel_blocks((plane(0, x) - _LEVEL_SHIFT)[..., None]), _DCT2).reshape(n, 2 * hc, 2 * wc, 64)
@@ -355,9 +353,7 @@ def rgb_to_dct(
     return out.astype(dt).reshape(*lead, h // BLOCK, w // BLOCK, CHANNELS)
 
 
-def dct_to_rgb(
-    coeffs: jax.typing.ArrayLike, chroma: Chroma = "420", dtype: jnp.dtype = jnp.float32
-) -> jax.Array:
+def dct_to_rgb(coeffs: jax.typing.ArrayLike, chroma: Chroma = "420", dtype: jnp.dtype = jnp.float32) -> jax.Array:
     """Inverse of :func:`rgb_to_dct`: (..., H/8, W/8, 192) -> (..., H, W, 3) RGB, 0..255 scale.
 
     For ``'420'`` the four repeated copies of each chroma block are averaged (the least-squares

@@ -34,8 +34,9 @@ def _validate(config: ml_collections.ConfigDict) -> None:
         check_positive_int(name, config[name])
     mult = 16 if config.chroma == "420" else 8
     if config.image_size % mult:
-        raise ValueError(f"config.image_size must be a multiple of {mult} for chroma {config.chroma!r}, "
-                         f"got {config.image_size}")
+        raise ValueError(
+            f"config.image_size must be a multiple of {mult} for chroma {config.chroma!r}, got {config.image_size}"
+        )
     if not (config.data == "synthetic" or str(config.data).startswith(("folder:", "skimage:"))):
         raise ValueError(f"config.data must be 'synthetic', 'folder:PATH' or 'skimage:NAME', got {config.data!r}")
 
@@ -89,17 +90,24 @@ def run_dct_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict
     print(f"[dct_demo] {n} images of {config.image_size}x{config.image_size} from {source}", flush=True)
 
     to_dct = jax.jit(lambda x: dct.rgb_to_dct(x, chroma=config.chroma))
-    coeffs = np.concatenate([np.asarray(to_dct(images[i : i + config.batch_size]))
-                             for i in range(0, n, config.batch_size)])
+    coeffs = np.concatenate(
+        [np.asarray(to_dct(images[i : i + config.batch_size])) for i in range(0, n, config.batch_size)]
+    )
 
     # Agreement with libjpeg (quality-100 JPEG of the same pixels), only meaningful for 4:2:0.
     agreement = None
     if config.chroma == "420":
         diffs = np.abs(np.round(coeffs) - np.stack([reference_dct(img) for img in images]))
-        agreement = {"max_abs_diff": float(diffs.max()), "mean_abs_diff": float(diffs.mean()),
-                     "fraction_within_1": float(np.mean(diffs <= 1))}
-        print(f"[dct_demo] vs libjpeg q100: max |diff| {diffs.max():.0f}, mean {diffs.mean():.3f}, "
-              f"{100 * np.mean(diffs <= 1):.2f} % within +-1", flush=True)
+        agreement = {
+            "max_abs_diff": float(diffs.max()),
+            "mean_abs_diff": float(diffs.mean()),
+            "fraction_within_1": float(np.mean(diffs <= 1)),
+        }
+        print(
+            f"[dct_demo] vs libjpeg q100: max |diff| {diffs.max():.0f}, mean {diffs.mean():.3f}, "
+            f"{100 * np.mean(diffs <= 1):.2f} % within +-1",
+            flush=True,
+        )
 
     # Input compression (paper Table 7): PSNR of the image rebuilt from the kept channels.
     keep_rows, pictures = [], []
@@ -109,13 +117,17 @@ def run_dct_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict
         psnr = float(np.mean([_psnr(b, im) for b, im in zip(back, images, strict=True)]))
         keep_rows.append({"keep": f"{y}/{cb}/{cr}", "channels": y + cb + cr, "mean_psnr_db": round(psnr, 2)})
         pictures.append(back[0])
-        print(f"[dct_demo] keep {y:2d}/{cb:2d}/{cr:2d} ({y + cb + cr:3d} of 192 channels): "
-              f"mean PSNR {psnr:6.2f} dB", flush=True)
+        print(
+            f"[dct_demo] keep {y:2d}/{cb:2d}/{cr:2d} ({y + cb + cr:3d} of 192 channels): mean PSNR {psnr:6.2f} dB",
+            flush=True,
+        )
     Image.fromarray(_mosaic([images[0], *pictures], cols=len(pictures) + 1)).save(workdir / "keep_lowest.png")
     ymaps = coeffs[0, ..., :64]
     scale = np.abs(ymaps).reshape(-1, 64).max(axis=0) + 1e-6
-    tiles = [np.kron(np.clip(128 + 127 * ymaps[..., k] / scale[k], 0, 255).astype(np.uint8), np.ones((4, 4), np.uint8))
-             for k in range(64)]
+    tiles = [
+        np.kron(np.clip(128 + 127 * ymaps[..., k] / scale[k], 0, 255).astype(np.uint8), np.ones((4, 4), np.uint8))
+        for k in range(64)
+    ]
     Image.fromarray(_mosaic(tiles, cols=8)).save(workdir / "y_channels.png")
 
     batch = jax.device_put(np.resize(images, (config.batch_size, *images.shape[1:])))
@@ -128,10 +140,19 @@ def run_dct_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict
     ips = config.batch_size / float(np.median(times))
     print(f"[dct_demo] rgb_to_dct: {ips:.0f} images/s at batch {config.batch_size} on {jax.devices()[0]}", flush=True)
 
-    report = {"source": source, "num_images": n, "image_size": config.image_size, "chroma": config.chroma,
-              "output_shape": list(coeffs.shape[1:]), "libjpeg_agreement": agreement,
-              "table7_keep": keep_rows, "images_per_s": round(ips, 1), "batch_size": config.batch_size,
-              "device": str(jax.devices()[0]), "dtype": "float32"}
+    report = {
+        "source": source,
+        "num_images": n,
+        "image_size": config.image_size,
+        "chroma": config.chroma,
+        "output_shape": list(coeffs.shape[1:]),
+        "libjpeg_agreement": agreement,
+        "table7_keep": keep_rows,
+        "images_per_s": round(ips, 1),
+        "batch_size": config.batch_size,
+        "device": str(jax.devices()[0]),
+        "dtype": "float32",
+    }
     (workdir / "dct_report.json").write_text(json.dumps(report, indent=2))
     print(f"[dct_demo] wrote {workdir / 'dct_report.json'}, keep_lowest.png, y_channels.png", flush=True)
     return report

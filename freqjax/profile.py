@@ -25,7 +25,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-__all__ = ["bench_dct", "main", "reference_dct", "time_call"]
+from freqjax.counting import count_macs, count_params
+
+__all__ = ["bench_dct", "count_macs", "count_params", "main", "reference_dct", "time_call"]
 
 
 def time_call(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -140,13 +142,19 @@ def _cmd_dct(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"rgb_to_dct, {result['batch']} x {result['size']}x{result['size']} uint8, chroma {result['chroma']}, "
-          f"out {result['dtype']}, on {result['device']}, GLIBC_TUNABLES={result['glibc_tunables'] or '(unset)'}")
-    print(f"  freqjax rgb_to_dct (jit)          : {result['freqjax_images_per_s']:10.1f} images/s "
-          f"({result['freqjax_ms_per_batch']} ms/batch, median of {args.repeats})")
+    print(
+        f"rgb_to_dct, {result['batch']} x {result['size']}x{result['size']} uint8, chroma {result['chroma']}, "
+        f"out {result['dtype']}, on {result['device']}, GLIBC_TUNABLES={result['glibc_tunables'] or '(unset)'}"
+    )
+    print(
+        f"  freqjax rgb_to_dct (jit)          : {result['freqjax_images_per_s']:10.1f} images/s "
+        f"({result['freqjax_ms_per_batch']} ms/batch, median of {args.repeats})"
+    )
     print(f"  reference JPEG q100 + libjpeg, 1 process : {result['reference_images_per_s_1_process']:10.1f} images/s")
-    print(f"  reference, {result['workers']} processes              : {result['reference_images_per_s_workers']:10.1f} "
-          f"images/s")
+    print(
+        f"  reference, {result['workers']} processes              : {result['reference_images_per_s_workers']:10.1f} "
+        f"images/s"
+    )
     print(f"  speed-up over the reference on all cores: {result['speedup_vs_reference_workers']}x")
 
 

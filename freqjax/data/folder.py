@@ -34,9 +34,7 @@ def resize_centre_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def load_folder_images(
-    root: str | os.PathLike, num: int, size: int, stride: int = 1
-) -> tuple[np.ndarray, list[Path]]:
+def load_folder_images(root: str | os.PathLike, num: int, size: int, stride: int = 1) -> tuple[np.ndarray, list[Path]]:
     """Load ``num`` images (every ``stride``-th file) as (num, size, size, 3) uint8, resized + centre-cropped.
 
     Unreadable files are skipped (and not counted towards ``num``).

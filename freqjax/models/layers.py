@@ -1,0 +1,242 @@
+"""Shared layers: activations, ``make_divisible``, conv/BN helpers, depthwise conv, SE, drop-path.
+
+Parameter names and layouts follow Flax (conv kernels (kh, kw, in/groups, out), BatchNorm
+``scale``/``bias`` with ``mean``/``var`` in ``batch_stats``); module names follow timm so that
+:mod:`freqjax.convert` maps a PyTorch ``state_dict`` by rule rather than by table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = [
+    "ACTIVATIONS",
+    "DEPTHWISE_IMPLS",
+    "DepthwiseConv",
+    "DropPath",
+    "SqueezeExcite",
+    "batch_norm",
+    "conv2d",
+    "default_depthwise_impl",
+    "depthwise_conv",
+    "get_activation",
+    "make_divisible",
+    "symmetric_padding",
+]
+
+Dtype = Any
+
+
+def _hard_sigmoid(x: jax.Array) -> jax.Array:
+    return jax.nn.relu6(x + 3.0) / 6.0
+
+
+def _hard_swish(x: jax.Array) -> jax.Array:
+    return x * jax.nn.relu6(x + 3.0) / 6.0
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "silu": jax.nn.silu,
+    "sigmoid": jax.nn.sigmoid,
+    "hard_sigmoid": _hard_sigmoid,
+    "hard_swish": _hard_swish,
+    "leaky_relu": jax.nn.leaky_relu,
+    "elu": jax.nn.elu,
+    "softplus": jax.nn.softplus,
+    "gelu": jax.nn.gelu,
+    "identity": lambda x: x,
+}
+
+DEPTHWISE_IMPLS = ("lax", "shift")
+
+# Initialisers of timm's EfficientNet/MobileNet family (``_init_weight_goog``): conv weights
+# normal with std sqrt(2 / fan_out), fan_out = k*k*out/groups; dense uniform +-1/sqrt(out).
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# A depthwise kernel (kh, kw, 1, C) has fan_out k*k (one output per group), which is Flax's fan_in.
+depthwise_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+dense_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
+
+
+def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The activation function called ``name`` (one of :data:`ACTIVATIONS`)."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from None
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """Round a channel count to a multiple of ``divisor`` (timm / TF-slim rule).
+
+    Rounds to the nearest multiple, never below ``min_value`` (default ``divisor``), and adds one
+    ``divisor`` when rounding lost more than ``1 - round_limit`` of ``v``. Applied even at width
+    1.0, so 180 becomes 184 and 140 becomes 144.
+    """
+    if divisor < 1:
+        raise ValueError(f"divisor must be >= 1, got {divisor}")
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return new_v
+
+
+def default_depthwise_impl() -> str:
+    """'shift' on CPU (XLA's grouped conv is ~10x slower there), 'lax' on GPU/TPU."""
+    return "shift" if jax.default_backend() == "cpu" else "lax"
+
+
+def check_depthwise_impl(impl: str | None) -> str:
+    """Resolve ``None`` to :func:`default_depthwise_impl`; reject anything but 'lax' / 'shift'."""
+    if impl is None:
+        return default_depthwise_impl()
+    if impl not in DEPTHWISE_IMPLS:
+        raise ValueError(f"depthwise_impl must be one of {DEPTHWISE_IMPLS} or None (backend default), got {impl!r}")
+    return impl
+
+
+def symmetric_padding(kernel: int, stride: int = 1, dilation: int = 1) -> tuple[tuple[int, int], tuple[int, int]]:
+    """PyTorch-style static padding of timm's non-``tf_`` models: ((s-1) + d(k-1)) // 2 each side."""
+    p = ((stride - 1) + dilation * (kernel - 1)) // 2
+    return ((p, p), (p, p))
+
+
+def depthwise_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: int | tuple[int, int] = 1,
+    padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0)),
+    impl: str = "lax",
+) -> jax.Array:
+    """Depthwise 2-D convolution of NHWC ``x`` with ``kernel`` of shape (kh, kw, 1, C).
+
+    ``impl='lax'`` is XLA's grouped convolution; ``impl='shift'`` sums kh*kw strided slices of the
+    padded input times a per-channel weight, which XLA fuses into one elementwise loop and which
+    is much faster on CPU. Both give the same values and gradients.
+    """
+    impl = check_depthwise_impl(impl)
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    kh, kw, one, c = kernel.shape
+    if one != 1 or x.shape[-1] != c:
+        raise ValueError(f"depthwise kernel must be (kh, kw, 1, {x.shape[-1]}) for that input, got {kernel.shape}")
+    if impl == "lax":
+        return lax.conv_general_dilated(
+            x,
+            kernel.astype(x.dtype),
+            window_strides=(sh, sw),
+            padding=padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=c,
+        )
+    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    n, hp, wp, _ = xp.shape
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"depthwise input {x.shape[1:3]} with padding {padding} is smaller than the kernel {(kh, kw)}")
+    w = kernel.astype(x.dtype)
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1))
+            term = tap * w[i, j, 0]
+            out = term if out is None else out + term
+    return out
+
+
+class DepthwiseConv(nn.Module):
+    """Depthwise conv layer; parameter ``kernel`` (kh, kw, 1, C) like ``nn.Conv(feature_group_count=C)``."""
+
+    kernel_size: int | tuple[int, int]
+    strides: int | tuple[int, int] = 1
+    padding: tuple[tuple[int, int], tuple[int, int]] | None = None  # None: symmetric, timm style
+    use_bias: bool = False
+    impl: str = "lax"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = (self.kernel_size,) * 2 if isinstance(self.kernel_size, int) else self.kernel_size
+        stride = self.strides if isinstance(self.strides, int) else self.strides[0]
+        padding = self.padding
+        if padding is None:
+            padding = (symmetric_padding(kh, stride)[0], symmetric_padding(kw, stride)[1])
+        c = x.shape[-1]
+        kernel = self.param("kernel", depthwise_init, (kh, kw, 1, c), jnp.float32)
+        y = depthwise_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, padding, self.impl)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (c,), jnp.float32).astype(self.dtype)
+        return y
+
+
+def conv2d(
+    features: int,
+    kernel: int,
+    stride: int = 1,
+    *,
+    name: str,
+    dtype: Dtype,
+    use_bias: bool = False,
+    groups: int = 1,
+) -> nn.Conv:
+    """A ``nn.Conv`` with timm's symmetric padding and initialiser."""
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=symmetric_padding(kernel, stride),
+        feature_group_count=groups,
+        use_bias=use_bias,
+        kernel_init=conv_init,
+        dtype=dtype,
+        name=name,
+    )
+
+
+def batch_norm(train: bool, *, name: str, dtype: Dtype, eps: float = 1e-5, momentum: float = 0.1) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's defaults: ``momentum`` is PyTorch's (new-statistics weight)."""
+    return nn.BatchNorm(use_running_average=not train, momentum=1.0 - momentum, epsilon=eps, dtype=dtype, name=name)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excite: mean-pool -> 1x1 conv (bias) -> act -> 1x1 conv (bias) -> gate -> scale.
+
+    Submodules ``conv_reduce`` / ``conv_expand`` as in timm. ``reduced`` is the bottleneck width;
+    the caller decides whether it comes from the block input (EfficientNet, eFUN) or the expanded
+    width (MobileNetV3).
+    """
+
+    reduced: int
+    act: str = "relu"
+    gate: str = "sigmoid"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        s = jnp.mean(x, axis=(1, 2), keepdims=True)
+        s = conv2d(self.reduced, 1, name="conv_reduce", dtype=self.dtype, use_bias=True)(s)
+        s = get_activation(self.act)(s)
+        s = conv2d(c, 1, name="conv_expand", dtype=self.dtype, use_bias=True)(s)
+        return x * get_activation(self.gate)(s)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a whole sample's residual branch with probability ``rate`` (rng 'dropout')."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if not train or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
