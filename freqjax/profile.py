@@ -1,13 +1,17 @@
 """Benchmarks: ``python -m freqjax.profile <command> ...``.
 
 Commands:
-    dct   images/s of :func:`freqjax.dct.rgb_to_dct` (jitted, on the default jax device) side by
-          side with the FUN reference's per-image path (encode a quality-100 JPEG with Pillow,
-          read its coefficients back with libjpeg, repeat the chroma), in the same run.
+    dct      images/s of :func:`freqjax.dct.rgb_to_dct` (jitted, on the default jax device) side by
+             side with the FUN reference's per-image path (encode a quality-100 JPEG with Pillow,
+             read its coefficients back with libjpeg, repeat the chroma), in the same run.
+    latency  forward ms/image of freqjax models (jit, eval mode) and of the same architectures in
+             PyTorch/timm (eval, inference_mode) on the same CPU and thread count, with the ratio
+             torch / freqjax (> 1: freqjax faster) and the eFUN / EfficientNet-B0 speed ratio.
 
 Example::
 
     python -m freqjax.profile dct --batch 256 --size 224
+    python -m freqjax.profile latency --models efun,efficientnet_b0 --batch 1,64
 """
 
 from __future__ import annotations
@@ -158,11 +162,38 @@ def _cmd_dct(args: argparse.Namespace) -> None:
     print(f"  speed-up over the reference on all cores: {result['speedup_vs_reference_workers']}x")
 
 
+def _cmd_latency(args: argparse.Namespace) -> None:
+    from freqjax import latency
+
+    warning = latency.limit_cpus(args.threads)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    latency.run_latency(
+        args.models,
+        args.batch,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        depthwise_impl=None if args.depthwise_impl == "default" else args.depthwise_impl,
+        dtype=args.dtype,
+        threads=args.threads,
+        torch=not args.no_torch,
+        as_json=args.json,
+    )
+
+
 def _positive(v: str) -> int:
     i = int(v)
     if i < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
     return i
+
+
+def _positive_list(v: str) -> list[int]:
+    return [_positive(x) for x in v.split(",") if x.strip()]
+
+
+def _names(v: str) -> list[str]:
+    return [x.strip() for x in v.split(",") if x.strip()]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -179,6 +210,22 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--folder", default=None, help="take images from this folder instead of synthetic ones")
     d.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     d.set_defaults(func=_cmd_dct)
+    lat = sub.add_parser("latency", help="forward ms/image of freqjax vs PyTorch/timm, same CPU and threads")
+    lat.add_argument("--models", type=_names, default=None, help="comma-separated names (default: all)")
+    lat.add_argument("--batch", type=_positive_list, default=[1, 64], help="comma-separated batch sizes")
+    lat.add_argument("--repeats", type=_positive, default=None, help="timed calls (default: 10 at batch 1, 3 at 64)")
+    lat.add_argument("--warmup", type=int, default=2, help="untimed calls after compilation")
+    lat.add_argument(
+        "--threads",
+        type=_positive,
+        default=None,
+        help="CPUs for both frameworks (default: all this process may use); fewer pins the process",
+    )
+    lat.add_argument("--depthwise-impl", choices=["default", "lax", "shift"], default="default")
+    lat.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    lat.add_argument("--no-torch", action="store_true", help="time freqjax only")
+    lat.add_argument("--json", action="store_true", help="one JSON line per result")
+    lat.set_defaults(func=_cmd_latency)
     return p
 
 
@@ -189,7 +236,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         mult = 16 if args.chroma == "420" else 8
         if args.size % mult:
             _parser().error(f"--size must be a multiple of {mult} for --chroma {args.chroma}, got {args.size}")
+    if args.command == "latency":
+        _check_latency_args(args)
     args.func(args)
+
+
+def _check_latency_args(args: argparse.Namespace) -> None:
+    from freqjax.latency import available_cpus
+    from freqjax.models import list_models, model_info
+
+    args.models = args.models or list_models()
+    try:
+        for name in args.models:
+            model_info(name)
+    except ValueError as e:
+        _parser().error(str(e))
+    if not args.batch:
+        _parser().error("--batch needs at least one batch size")
+    if args.warmup < 0:
+        _parser().error(f"--warmup must be >= 0, got {args.warmup}")
+    have = available_cpus()
+    args.threads = args.threads or have
+    if args.threads > have:
+        _parser().error(f"--threads {args.threads} is more than the {have} CPUs this process may use")
+    if args.threads < have and not hasattr(os, "sched_setaffinity"):
+        _parser().error(f"--threads below {have} needs os.sched_setaffinity (Linux)")
 
 
 if __name__ == "__main__":
