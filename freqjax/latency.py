@@ -29,6 +29,7 @@ __all__ = [
     "bench_latency",
     "default_repeats",
     "limit_cpus",
+    "malloc_note",
     "other_load",
     "run_latency",
     "speed_ratios",
@@ -91,6 +92,22 @@ def torch_missing() -> str | None:
             importlib.import_module(mod)
         except ImportError as e:
             return f"{mod} cannot be imported ({e}; pip install -e '.[torch]'); PyTorch timings skipped"
+    return None
+
+
+def malloc_note() -> str | None:
+    """A warning when ``GLIBC_TUNABLES`` fixes ``trim_threshold`` but not ``mmap_threshold``.
+
+    Setting the trim threshold freezes glibc's mmap threshold at 128 KiB, so every larger buffer
+    is mmapped and page-faulted afresh on each call (with ``hugetlb=1``, in 2 MiB pages): on a
+    2-core EPYC this made batch-1 forwards 1.6-1.9x slower in freqjax and 2.5-3x in PyTorch.
+    """
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "trim_threshold" in tunables and "mmap_threshold" not in tunables:
+        return (
+            "GLIBC_TUNABLES sets trim_threshold without mmap_threshold, which slows small-batch "
+            "latency (both frameworks); append :glibc.malloc.mmap_threshold=33554432"
+        )
     return None
 
 
@@ -258,6 +275,8 @@ def run_latency(
         )
         if note:
             print(f"note: {note}")
+        if malloc_note():
+            print(f"note: {malloc_note()}")
         head = ("model", "batch", "freqjax ms/img", "torch ms/img", "torch/fj", "compile s", "other load")
         print(f"{head[0]:24s} {head[1]:>5s} {head[2]:>14s} {head[3]:>12s} {head[4]:>8s} {head[5]:>9s} {head[6]:>10s}")
     results = []

@@ -83,3 +83,12 @@ def test_cli_threads_pin_the_process():
     assert out.returncode == 0, out.stderr[-3000:]
     assert "1 threads on 1 of" in out.stdout and "note: --no-torch" in out.stdout
     assert out.stdout.strip().endswith("cpus 1") and "warning" not in out.stderr
+
+
+def test_malloc_note(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=4294967296")
+    assert "mmap_threshold" in latency.malloc_note()
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1:glibc.malloc.mmap_threshold=33554432")
+    assert latency.malloc_note() is None
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    assert latency.malloc_note() is None
