@@ -48,10 +48,10 @@ def torch_key(collection: str, path: tuple[str, ...], renames: Mapping[str, str]
     except KeyError:
         raise ValueError(f"no PyTorch name for leaf {collection}/{'/'.join(path)}") from None
     parts = []
-    for m in modules:
-        m = (renames or {}).get(m, m)
-        match = _INDEXED.match(m)
-        parts.append(match.group(1) + match.group(2).replace("_", ".") if match else m)
+    for module in modules:
+        renamed = (renames or {}).get(module, module)
+        match = _INDEXED.match(renamed)
+        parts.append(match.group(1) + match.group(2).replace("_", ".") if match else renamed)
     return ".".join([*parts, suffix])
 
 
@@ -150,9 +150,7 @@ def _mismatch_report(name: str, num_classes: int, missing: list, unexpected: lis
     return "\n".join(lines)
 
 
-def load_torch_checkpoint(
-    path: str | os.PathLike, name: str, *, key: str | None = None, **kwargs
-) -> dict[str, dict]:
+def load_torch_checkpoint(path: str | os.PathLike, name: str, *, key: str | None = None, **kwargs) -> dict[str, dict]:
     """Load a PyTorch checkpoint file and convert it with :func:`from_torch`.
 
     Handles the usual wrappers: a training checkpoint dict (pick ``key``, e.g. 'state_dict' or

@@ -16,8 +16,18 @@ def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_main_dct_demo_writes_report(tmp_path):
-    out = run("-m", "freqjax.main", "--config", "configs/dct_demo.py", "--workdir", str(tmp_path),
-              "--config.num_images=4", "--config.image_size=32", "--config.batch_size=4", "--config.repeats=1")
+    out = run(
+        "-m",
+        "freqjax.main",
+        "--config",
+        "configs/dct_demo.py",
+        "--workdir",
+        str(tmp_path),
+        "--config.num_images=4",
+        "--config.image_size=32",
+        "--config.batch_size=4",
+        "--config.repeats=1",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "dct_report.json").read_text())
     assert report["output_shape"] == [4, 4, 192]
@@ -30,8 +40,12 @@ def test_main_dct_demo_writes_report(tmp_path):
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("--config.image_size=40", "multiple of 16"), ("--config.chroma=422", "chroma"),
-     ("--config.bogus=1", "bogus"), ("--mode=train", "mode must be one of")],
+    [
+        ("--config.image_size=40", "multiple of 16"),
+        ("--config.chroma=422", "chroma"),
+        ("--config.bogus=1", "bogus"),
+        ("--mode=train", "mode must be one of"),
+    ],
 )
 def test_main_rejects_bad_config(tmp_path, override, message):
     out = run("-m", "freqjax.main", "--config", "configs/dct_demo.py", "--workdir", str(tmp_path), override)
@@ -43,8 +57,22 @@ def test_main_rejects_bad_config(tmp_path, override, message):
 def test_profile_dct_prints_both_figures(monkeypatch, tuning):
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     monkeypatch.setenv("FREQJAX_MALLOC_TUNING", tuning)
-    out = run("-m", "freqjax.profile", "dct", "--batch", "8", "--size", "32", "--repeats", "1",
-              "--reference-images", "4", "--workers", "1", "--json")
+    out = run(
+        "-m",
+        "freqjax.profile",
+        "dct",
+        "--batch",
+        "8",
+        "--size",
+        "32",
+        "--repeats",
+        "1",
+        "--reference-images",
+        "4",
+        "--workers",
+        "1",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["freqjax_images_per_s"] > 0 and result["reference_images_per_s_1_process"] > 0

@@ -87,6 +87,7 @@ def test_bad_arguments():
 
 # ----------------------------------------------------------------------------- parity with timm
 
+
 def randomise_batch_norm(module, torch):
     """Non-trivial BN statistics and affine so a wrong BN mapping cannot pass."""
     gen = torch.Generator().manual_seed(0)

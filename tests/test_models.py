@@ -179,7 +179,7 @@ def test_lefun_front_starts_as_the_block_dct():
 
 
 def test_unknown_model_lists_close_matches():
-    with pytest.raises(ValueError, match="did you mean.*efficientnet_b0"):
+    with pytest.raises(ValueError, match=r"did you mean.*efficientnet_b0"):
         create_model("efficientnet_b00")
     with pytest.raises(ValueError, match="unknown model name"):
         model_info(42)
@@ -205,7 +205,7 @@ def test_bad_create_model_arguments(kwargs, error, match):
 
 def test_wrong_input_channels_is_a_clear_error():
     model = create_model("efun", num_classes=3)
-    with pytest.raises(ValueError, match="192 channels.*\\(1, 224, 224, 3\\)"):
+    with pytest.raises(ValueError, match=r"192 channels.*\(1, 224, 224, 3\)"):
         model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
 
 
@@ -220,16 +220,22 @@ def test_train_mode_steps_reduce_the_loss(name):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(8, side, side, info.input_shape[-1])), jnp.float32)
     labels = jnp.arange(8) % 4
-    variables = model.init(jax.random.key(0), x, train=False)
-    tx = optax.sgd(0.05, momentum=0.9)
+    variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)
+    tx = optax.sgd(0.003)
+
+    def forward(params, batch_stats, key):
+        return model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            x,
+            train=True,
+            rngs={"dropout": key},
+            mutable=["batch_stats"],
+        )
 
     @jax.jit
     def step(params, batch_stats, opt_state, key):
         def loss_fn(p):
-            logits, updates = model.apply(
-                {"params": p, "batch_stats": batch_stats}, x, train=True, rngs={"dropout": key},
-                mutable=["batch_stats"],
-            )
+            logits, updates = forward(p, batch_stats, key)
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
 
         (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -239,15 +245,17 @@ def test_train_mode_steps_reduce_the_loss(name):
     params, stats = variables["params"], variables["batch_stats"]
     opt_state = tx.init(params)
     losses = []
-    for i in range(8):
-        params, stats, opt_state, loss = step(params, stats, opt_state, jax.random.key(i))
+    # One dropout key for every step: the objective is then a fixed function, so plain gradient
+    # descent must lower it (a fresh key per step makes 8-sample losses too noisy to judge).
+    for _ in range(8):
+        params, stats, opt_state, loss = step(params, stats, opt_state, jax.random.key(0))
         losses.append(float(loss))
     assert np.isfinite(losses).all()
-    assert np.mean(losses[-2:]) < 0.7 * losses[0], losses
+    assert np.mean(losses[-2:]) < 0.5 * losses[0], losses
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), stats, variables["batch_stats"])
     assert min(jax.tree.leaves(moved)) > 0  # every BN updated its running statistics
-    # Dropout / drop-path really use the rng: two keys give two outputs in train mode.
-    apply = lambda k: model.apply(  # noqa: E731
-        {"params": params, "batch_stats": stats}, x, train=True, rngs={"dropout": k}, mutable=["batch_stats"]
-    )[0]
-    assert not np.allclose(apply(jax.random.key(1)), apply(jax.random.key(2)))
+    # Dropout / drop-path draw from the 'dropout' rng: two keys give two losses in train mode.
+    loss_a, loss_b = (float(step(params, stats, opt_state, jax.random.key(k))[-1]) for k in (1, 2))
+    assert loss_a != loss_b
+    with pytest.raises(Exception, match="dropout"):
+        jax.eval_shape(lambda: model.apply(variables, x, train=True, mutable=["batch_stats"]))
