@@ -12,6 +12,7 @@ import functools
 
 from freqjax.models.blocks import decode_stages
 from freqjax.models.builder import FRONTS, MBNet, NetSpec
+from freqjax.models.layers import make_divisible
 from freqjax.models.registry import ModelInfo, register
 
 __all__ = ["EFFICIENTNET_B0", "EFUN_TABLES", "efficientnet_spec", "efun_spec"]
@@ -69,8 +70,6 @@ EFUN_TABLES = {
 
 def efficientnet_spec(width: float = 1.0, depth: float = 1.0) -> NetSpec:
     """timm's ``_gen_efficientnet``: SiLU, SE from the block input, stem 32 and head 1280 scaled."""
-    from freqjax.models.layers import make_divisible
-
     return NetSpec(
         stages=decode_stages(EFFICIENTNET_B0, width=width, depth=depth),
         stem=make_divisible(32 * width),
@@ -90,10 +89,6 @@ def efun_spec(name: str, front: str | None = None) -> NetSpec:
     )
 
 
-def _mbnet(spec: NetSpec, **common) -> MBNet:
-    return MBNet(spec, **common)
-
-
 def _lefun(front: str, **common) -> MBNet:
     if front not in FRONTS:
         raise ValueError(f"lefun front must be one of {FRONTS}, got {front!r}")
@@ -102,11 +97,11 @@ def _lefun(front: str, **common) -> MBNet:
 
 register(
     ModelInfo("efficientnet_b0", "rgb", 224, TIMM, "REFERENCE 4; EfficientNet paper", "efficientnet_b0"),
-    functools.partial(_mbnet, efficientnet_spec()),
+    functools.partial(MBNet, efficientnet_spec()),
 )
 register(
     ModelInfo("efficientnet_b1", "rgb", 240, TIMM, "REFERENCE 4; depth x1.1 at 240 px", "efficientnet_b1"),
-    functools.partial(_mbnet, efficientnet_spec(depth=1.1)),
+    functools.partial(MBNet, efficientnet_spec(depth=1.1)),
 )
 for _name, _table in (
     ("efun", "Table 2"),
@@ -116,7 +111,7 @@ for _name, _table in (
     ("efun_variant_a", "Table 4 / 6"),
     ("efun_variant_b", "Table 5 / 6"),
 ):
-    register(ModelInfo(_name, "dct", 224, FUN, _table), functools.partial(_mbnet, efun_spec(_name)))
+    register(ModelInfo(_name, "dct", 224, FUN, _table), functools.partial(MBNet, efun_spec(_name)))
 
 # LeFUN (Table 8). The text says each 8x8x1 block of a plane becomes 1x1x64 (grouped per plane,
 # 12,288 weights: 4,245,736 parameters); the table's 4.3M fits a full 192->192 layer better

@@ -70,20 +70,16 @@ def mobilenetv3_spec(size: str, width: float = 1.0) -> NetSpec:
     )
 
 
-def _mbnet(spec: NetSpec, **common) -> MBNet:
-    return MBNet(spec, **common)
-
-
 for _w in ("050", "075", "100", "140"):
     _name = f"mobilenetv2_{_w}"
     register(
         ModelInfo(_name, "rgb", 224, TIMM, "REFERENCE 4; MobileNetV2 paper", _name),
-        functools.partial(_mbnet, mobilenetv2_spec(int(_w) / 100)),
+        functools.partial(MBNet, mobilenetv2_spec(int(_w) / 100)),
     )
 for _size in ("small", "large"):
     for _w in ("075", "100"):
         _name = f"mobilenetv3_{_size}_{_w}"
         register(
             ModelInfo(_name, "rgb", 224, TIMM, "REFERENCE 4; MobileNetV3 paper", _name),
-            functools.partial(_mbnet, mobilenetv3_spec(_size, int(_w) / 100)),
+            functools.partial(MBNet, mobilenetv3_spec(_size, int(_w) / 100)),
         )
