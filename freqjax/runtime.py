@@ -4,11 +4,14 @@ glibc serves allocations above 32 MiB with fresh ``mmap`` calls and unmaps them 
 XLA CPU execution page-faults its large buffers in 4 KiB pages anew: for ``rgb_to_dct`` at batch
 256 that was more than half the time. Two glibc tunables fix it: ``hugetlb=1`` backs malloc'd
 memory with transparent huge pages and a high ``trim_threshold`` keeps freed memory for reuse
-(the process keeps its peak memory, as a training job does anyway). They must be set before the
-process starts, so the entry points re-execute themselves once with them.
+(the process keeps its peak memory, as a training job does anyway). Setting any threshold
+stops glibc from adapting the mmap threshold, which would then stay at 128 KiB and mmap every
+mid-sized buffer (batch-1 forwards 1.6-3x slower), so the mmap threshold is pinned at its
+largest value, 32 MiB, too. They must be set before the process starts, so the entry points
+re-execute themselves once with them.
 
 Library users (notebooks, their own scripts) can export the same variable before starting
-Python: ``export GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=4294967296``.
+Python: ``export GLIBC_TUNABLES=...`` with the value of :data:`MALLOC_TUNABLES`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 
 __all__ = ["MALLOC_TUNABLES", "reexec_with_malloc_tuning"]
 
-MALLOC_TUNABLES = "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=4294967296"
+MALLOC_TUNABLES = "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=4294967296:glibc.malloc.mmap_threshold=33554432"
 _OPT_OUT = "FREQJAX_MALLOC_TUNING"
 
 

@@ -9,7 +9,7 @@ import pytest
 from freqjax import dct
 from freqjax.models import create_model, list_models, model_info
 from freqjax.models.blocks import BlockArgs, decode_block, decode_stages
-from freqjax.models.layers import depthwise_conv, make_divisible
+from freqjax.models.layers import depthwise_conv, make_divisible, pointwise_conv
 from freqjax.profile import count_macs, count_params
 
 # REFERENCE.md sections 2 and 4: trainable parameters at 1000 classes and MACs at the default size.
@@ -236,7 +236,10 @@ def test_train_mode_steps_reduce_the_loss(name):
     def step(params, batch_stats, opt_state, key):
         def loss_fn(p):
             logits, updates = forward(p, batch_stats, key)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
+            # Multi-exit models (MSNet) train on the sum of their classifiers' cross-entropies.
+            outputs = logits if isinstance(logits, tuple) else (logits,)
+            loss = sum(optax.softmax_cross_entropy_with_integer_labels(o, labels).mean() for o in outputs)
+            return loss, updates
 
         (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         upd, opt_state = tx.update(grads, opt_state, params)
@@ -259,3 +262,24 @@ def test_train_mode_steps_reduce_the_loss(name):
     assert loss_a != loss_b
     with pytest.raises(Exception, match="dropout"):
         jax.eval_shape(lambda: model.apply(variables, x, train=True, mutable=["batch_stats"]))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_conv_equals_the_convolution(stride):
+    rng = np.random.default_rng(stride)
+    x = jnp.asarray(rng.normal(size=(2, 9, 10, 6)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(1, 1, 6, 5)), jnp.float32)
+
+    def reference(x, w):
+        return jax.lax.conv_general_dilated(x, w, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def loss(f, x, w):
+        return jnp.sum(jnp.sin(f(x, w)))
+
+    y, y_ref = pointwise_conv(x, w, stride), reference(x, w)
+    assert y.shape == y_ref.shape == (2, -(-9 // stride), -(-10 // stride), 5)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    grads = jax.grad(lambda x, w: loss(lambda a, b: pointwise_conv(a, b, stride), x, w), argnums=(0, 1))(x, w)
+    grads_ref = jax.grad(lambda x, w: loss(reference, x, w), argnums=(0, 1))(x, w)
+    for a, b in zip(grads, grads_ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -18,6 +18,7 @@ from jax import lax
 __all__ = [
     "ACTIVATIONS",
     "DEPTHWISE_IMPLS",
+    "Conv",
     "DepthwiseConv",
     "DropPath",
     "SqueezeExcite",
@@ -27,6 +28,7 @@ __all__ = [
     "depthwise_conv",
     "get_activation",
     "make_divisible",
+    "pointwise_conv",
     "symmetric_padding",
 ]
 
@@ -176,6 +178,61 @@ class DepthwiseConv(nn.Module):
         return y
 
 
+def pointwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+    """1x1 convolution of NHWC ``x`` with ``kernel`` (1, 1, C_in, C_out) as one 2-D matrix product.
+
+    Equal to the convolution (a strided 1x1 conv only reads every ``stride``-th pixel), but XLA's
+    CPU backend runs a (N*H*W, C_in) x (C_in, C_out) GEMM 1.3-2x faster than the same 1x1
+    convolution, and 1x1 convs are most of the work of inverted-residual networks.
+    """
+    if stride > 1:
+        x = x[:, ::stride, ::stride, :]
+    n, h, w, c = x.shape
+    y = jnp.dot(x.reshape(n * h * w, c), kernel.reshape(c, kernel.shape[-1]))
+    return y.reshape(n, h, w, kernel.shape[-1])
+
+
+class Conv(nn.Module):
+    """2-D convolution with ``nn.Conv``'s parameters (``kernel`` (kh, kw, in/groups, out), ``bias``).
+
+    Ungrouped 1x1 convs run as :func:`pointwise_conv`, the rest as XLA convolutions. Parameters
+    are float32; inputs and kernels are cast to ``dtype`` for the computation.
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: int = 1
+    padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
+    groups: int = 1
+    use_bias: bool = False
+    kernel_init: Callable = conv_init
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        if c % self.groups or self.features % self.groups:
+            raise ValueError(f"groups={self.groups} must divide input channels {c} and features {self.features}")
+        shape = (*self.kernel_size, c // self.groups, self.features)
+        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32).astype(self.dtype)
+        x = x.astype(self.dtype)
+        unpadded = self.padding == ((0, 0), (0, 0))
+        if self.kernel_size == (1, 1) and self.groups == 1 and unpadded:
+            y = pointwise_conv(x, kernel, self.strides)
+        else:
+            y = lax.conv_general_dilated(
+                x,
+                kernel,
+                window_strides=(self.strides, self.strides),
+                padding=self.padding,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=self.groups,
+            )
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+        return y
+
+
 def conv2d(
     features: int,
     kernel: int,
@@ -185,16 +242,15 @@ def conv2d(
     dtype: Dtype,
     use_bias: bool = False,
     groups: int = 1,
-) -> nn.Conv:
-    """A ``nn.Conv`` with timm's symmetric padding and initialiser."""
-    return nn.Conv(
+) -> Conv:
+    """A :class:`Conv` with timm's symmetric padding and initialiser."""
+    return Conv(
         features,
         (kernel, kernel),
-        strides=(stride, stride),
+        strides=stride,
         padding=symmetric_padding(kernel, stride),
-        feature_group_count=groups,
+        groups=groups,
         use_bias=use_bias,
-        kernel_init=conv_init,
         dtype=dtype,
         name=name,
     )
