@@ -1,0 +1,215 @@
+"""Random-access image sources for training: ``synthetic``, ``folder:PATH`` and ``tfds:NAME``.
+
+Every source has ``len(source)``, ``source[i]`` -> ``{'image': (H, W, 3) uint8, 'label': int32,
+'skipped': int32}`` and ``source.num_classes``. Records are decoded on access (in grain's worker
+processes), never on the device. A record that cannot be decoded is replaced by the next readable
+one and its ``skipped`` field counts the unreadable files passed over, so the training loop can
+log how many corrupt images it met without crashing.
+
+Spec strings (``config.dataset``):
+
+    synthetic                 procedural gratings (:mod:`freqjax.data.synthetic`), learnable, offline
+    folder:PATH               PATH/<split>/<class>/*.jpg|jpeg|png (e.g. ../shared/data/cifar10-jpeg)
+    tfds:NAME[:SPLIT]         ``tfds.data_source(NAME)`` (ArrayRecord files, no TensorFlow at train time)
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from freqjax.data.folder import IMAGE_SUFFIXES
+from freqjax.data.synthetic import grating_image
+
+__all__ = ["FolderSource", "SyntheticSource", "TfdsSource", "make_source", "parse_dataset"]
+
+KINDS = ("synthetic", "folder", "tfds")
+_MAX_SKIP = 64  # give up on a source whose next 64 records are all unreadable
+
+
+def parse_dataset(spec: object) -> tuple[str, str, str | None]:
+    """Split a dataset spec into (kind, name_or_path, split_or_None).
+
+    Raises:
+        ValueError: an empty or unknown spec, with the valid forms (and a close match if any).
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"dataset must be 'synthetic', 'folder:PATH' or 'tfds:NAME[:SPLIT]', got {spec!r}")
+    kind, _, rest = spec.partition(":")
+    if kind == "synthetic" and not rest:
+        return "synthetic", "", None
+    if kind == "folder" and rest:
+        return "folder", rest, None
+    if kind == "tfds" and rest:
+        name, _, split = rest.partition(":")
+        return "tfds", name, split or None
+    close = difflib.get_close_matches(kind, KINDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close and close[0] != kind else ""
+    raise ValueError(f"dataset must be 'synthetic', 'folder:PATH' or 'tfds:NAME[:SPLIT]', got {spec!r}{hint}")
+
+
+class SyntheticSource:
+    """Grating images of :func:`freqjax.data.synthetic.grating_image`; split 'train' and 'test' differ by seed."""
+
+    def __init__(self, size: int, num_records: int, num_classes: int = 10, seed: int = 0):
+        if not isinstance(num_records, int) or num_records < 1:
+            raise ValueError(f"num_records must be a positive integer, got {num_records!r}")
+        self.size, self.num_records, self.num_classes, self.seed = size, num_records, num_classes, seed
+        grating_image(0, size, num_classes, seed)  # validates size / num_classes now, not in a worker
+
+    def __len__(self) -> int:
+        return self.num_records
+
+    def __getitem__(self, index: int) -> dict:
+        image, label = grating_image(int(index), self.size, self.num_classes, self.seed)
+        return {"image": image, "label": np.int32(label), "skipped": np.int32(0)}
+
+    def __repr__(self) -> str:
+        return f"SyntheticSource(size={self.size}, num_records={self.num_records}, seed={self.seed})"
+
+
+def _decode(data: bytes | np.ndarray) -> np.ndarray:
+    with Image.open(io.BytesIO(data) if isinstance(data, bytes | bytearray) else data) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+class FolderSource:
+    """Images in ``root/<class>/*.jpg|jpeg|png``; labels are the sorted class folder names' indices."""
+
+    def __init__(self, root: str | os.PathLike):
+        path = Path(root)
+        if not path.is_dir():
+            raise ValueError(f"dataset folder {str(root)!r} is not an existing directory")
+        self.classes = sorted(d.name for d in path.iterdir() if d.is_dir())
+        if not self.classes:
+            raise ValueError(f"dataset folder {str(root)!r} has no class sub-folders (expected root/<class>/*.jpg)")
+        files, labels = [], []
+        for label, name in enumerate(self.classes):
+            found = sorted(str(p) for p in (path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += found
+            labels += [label] * len(found)
+        if not files:
+            raise ValueError(f"dataset folder {str(root)!r} has no {'/'.join(IMAGE_SUFFIXES)} files in its classes")
+        self.root, self.files, self.labels = str(path), files, np.asarray(labels, np.int32)
+        self.num_classes = len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        for skipped in range(_MAX_SKIP):
+            i = (int(index) + skipped) % len(self.files)
+            try:
+                with open(self.files[i], "rb") as f:
+                    image = _decode(f.read())
+            except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated / non-image files
+                continue
+            return {"image": image, "label": self.labels[i], "skipped": np.int32(skipped)}
+        raise OSError(f"{_MAX_SKIP} consecutive unreadable images from {self.files[int(index)]!r}")
+
+    def __repr__(self) -> str:
+        return f"FolderSource({self.root!r}, {len(self)} images, {self.num_classes} classes)"
+
+
+class TfdsSource:
+    """A ``tfds.data_source`` (ArrayRecord) with 'image' and 'label' features."""
+
+    def __init__(self, name: str, split: str, data_dir: str | None = None):
+        import tensorflow_datasets as tfds
+
+        known = tfds.core.registered.list_imported_builders()  # tfds.list_builders() would import TensorFlow
+        if name.partition("/")[0] not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown tfds dataset {name!r}{hint}")
+        try:
+            builder = tfds.builder(name, data_dir=data_dir)
+        except tfds.core.registered.DatasetNotFoundError:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown tfds dataset {name!r}{hint}") from None
+        features = builder.info.features
+        if "image" not in features or "label" not in features:
+            raise ValueError(f"tfds dataset {name!r} has no 'image' and 'label' features: {list(features)}")
+        self.name, self.split, self.data_dir = name, split, data_dir
+        self.num_classes = int(features["label"].num_classes)
+        try:
+            self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        except Exception as err:  # tfds raises assorted types for missing / unprepared data
+            raise ValueError(
+                f"tfds dataset {name!r} split {split!r} cannot be opened ({type(err).__name__}: {str(err)[:200]}); "
+                f"prepare it with `tfds build {name} --file_format=array_record` or set config.data_dir"
+            ) from None
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> dict:
+        for skipped in range(_MAX_SKIP):
+            i = (int(index) + skipped) % len(self._source)
+            try:
+                record = self._source[i]
+            except (OSError, ValueError):
+                continue
+            image = np.asarray(record["image"])
+            if image.ndim == 2 or image.shape[-1] == 1:  # grey-scale data sets (e.g. a few ImageNet JPEGs)
+                image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+            return {"image": image, "label": np.int32(record["label"]), "skipped": np.int32(skipped)}
+        raise OSError(f"{_MAX_SKIP} consecutive unreadable records in tfds {self.name}:{self.split} at {index}")
+
+    def __repr__(self) -> str:
+        return f"TfdsSource({self.name!r}, split={self.split!r}, {len(self)} records)"
+
+
+def make_source(
+    spec: str,
+    train: bool,
+    *,
+    image_size: int = 224,
+    num_classes: int = 10,
+    synthetic_size: int = 4096,
+    seed: int = 0,
+    data_dir: str | None = None,
+):
+    """Build the training (``train=True``) or evaluation source named by ``spec``.
+
+    Args:
+        spec: 'synthetic', 'folder:PATH' (uses PATH/train and PATH/test, or PATH/val) or
+            'tfds:NAME[:SPLIT]' (SPLIT overrides the split for the evaluation source only;
+            default 'train' / 'test', or 'validation' when the data set has no 'test').
+        train: which split.
+        image_size: side of synthetic images.
+        num_classes: classes of the synthetic source (folder/tfds sources know their own).
+        synthetic_size: number of synthetic training images (evaluation gets a quarter).
+        seed: synthetic data seed (the evaluation split uses ``seed + 1``).
+        data_dir: tfds data directory.
+    """
+    kind, name, split = parse_dataset(spec)
+    if kind == "synthetic":
+        return SyntheticSource(
+            image_size,
+            synthetic_size if train else max(1, synthetic_size // 4),
+            num_classes,
+            seed + (0 if train else 1),
+        )
+    if kind == "folder":
+        if not Path(name).is_dir():
+            raise ValueError(f"dataset folder {name!r} (from dataset={spec!r}) is not an existing directory")
+        candidates = ("train",) if train else ("test", "val", "validation")
+        for sub in candidates:
+            if (Path(name) / sub).is_dir():
+                return FolderSource(Path(name) / sub)
+        raise ValueError(f"dataset folder {name!r} has none of the split folders {list(candidates)}")
+    if train:
+        return TfdsSource(name, "train", data_dir)
+    if split is None:
+        import tensorflow_datasets as tfds
+
+        splits = tfds.builder(name, data_dir=data_dir).info.splits  # empty until the data set is prepared
+        split = "validation" if splits and "test" not in splits else "test"
+    return TfdsSource(name, split, data_dir)
