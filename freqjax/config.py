@@ -1,30 +1,178 @@
-"""Config checks shared by every mode: unknown keys and bad values fail early, with a clear message."""
+"""Config defaults and checks: unknown keys and bad values fail early, with a clear one-line message.
+
+Training configs (``configs/*.py``) start from :func:`train_defaults` and change the fields their
+recipe fixes; :func:`validate_train_config` runs before anything is compiled or loaded.
+"""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 import ml_collections
 
-__all__ = ["check_choice", "check_keys", "check_positive_int"]
+__all__ = ["check_choice", "check_keys", "check_positive_int", "train_defaults", "validate_train_config"]
 
 
 def check_keys(config: ml_collections.ConfigDict, allowed: Iterable[str], where: str = "config") -> None:
-    """Raise ValueError naming any key of ``config`` that is not in ``allowed``."""
+    """Raise ValueError naming any key of ``config`` that is not in ``allowed`` (with close matches)."""
     allowed = set(allowed)
     unknown = sorted(set(config.keys()) - allowed)
     if unknown:
-        raise ValueError(f"{where} has unknown field(s) {unknown}; valid fields: {sorted(allowed)}")
+        hints = [f"{k!r} -> {m[0]!r}" for k in unknown if (m := difflib.get_close_matches(k, allowed, n=1))]
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise ValueError(f"{where} has unknown field(s) {unknown}{hint}; valid fields: {sorted(allowed)}")
 
 
 def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
-    """Raise ValueError unless ``value`` is one of ``choices``."""
+    """Raise ValueError unless ``value`` is one of ``choices`` (naming a close match if there is one)."""
     choices = list(choices)
     if value not in choices:
-        raise ValueError(f"config.{name} must be one of {choices}, got {value!r}")
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"config.{name} must be one of {choices}, got {value!r}{hint}")
 
 
 def check_positive_int(name: str, value: object) -> None:
     """Raise ValueError unless ``value`` is a positive integer."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"config.{name} must be a positive integer, got {value!r}")
+
+
+def _check_number(name: str, value: object, low: float, high: float = float("inf"), high_open: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and low <= value and (value < high if high_open else value <= high)
+    if not ok:
+        bound = f"[{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"config.{name} must be a number in {bound}, got {value!r}")
+
+
+_INF = float("inf")
+# (field, low, high, high excluded) of every plain numeric field
+_RANGES = (
+    ("learning_rate", 0.0, _INF, False),
+    ("crop_pct", 1e-3, 1.0, False),
+    ("colour_jitter", 0.0, 1.0, False),
+    ("momentum", 0.0, 1.0, True),
+    ("rmsprop_decay", 0.0, 1.0, True),
+    ("rmsprop_eps", 0.0, _INF, False),
+    ("weight_decay", 0.0, _INF, False),
+    ("warmup_epochs", 0.0, _INF, False),
+    ("warmup_init_lr", 0.0, _INF, False),
+    ("decay_epochs", 1e-9, _INF, False),
+    ("decay_rate", 0.0, 1.0, False),
+    ("min_lr", 0.0, _INF, False),
+    ("label_smoothing", 0.0, 1.0, True),
+    ("ema_decay", 0.0, 1.0, True),
+    ("grad_clip_norm", 0.0, _INF, False),
+    ("drop_path_rate", 0.0, 1.0, True),
+)
+
+
+_POSITIVE = (
+    "batch_size",
+    "log_every_steps",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "synthetic_size",
+)
+
+
+def train_defaults() -> ml_collections.ConfigDict:
+    """Every field a training config has, with neutral defaults (recipes override them)."""
+    c = ml_collections.ConfigDict()
+    c.mode = "train"
+    # model
+    c.model = "efun"
+    c.num_classes = -1  # -1: from the dataset (folder/tfds) or 10 (synthetic)
+    c.drop_rate = -1.0  # -1: the model's default
+    c.drop_path_rate = 0.0
+    c.half_precision = False  # bfloat16 compute, float32 parameters
+    c.dct_keep = (64, 64, 64)  # lowest zigzag frequencies kept of Y/Cb/Cr (DCT models)
+    # data
+    c.dataset = "synthetic"
+    c.data_dir = ""  # tfds data_dir ('' = tfds default)
+    c.image_size = 224
+    c.augment = "inception"
+    c.colour_jitter = 0.4
+    c.eval_augment = "centre"
+    c.crop_pct = 0.875
+    c.synthetic_size = 4096
+    c.worker_count = 0
+    # optimisation
+    c.batch_size = 256  # global, over all devices and processes
+    c.eval_batch_size = -1  # -1: batch_size
+    c.num_epochs = 1.0
+    c.num_train_steps = -1  # -1: from num_epochs
+    c.optimizer = "rmsprop_tf"
+    c.learning_rate = 0.016
+    c.momentum = 0.9
+    c.rmsprop_decay = 0.9
+    c.rmsprop_eps = 1e-3
+    c.weight_decay = 1e-5
+    c.schedule = "exponential"
+    c.warmup_epochs = 0.0
+    c.warmup_init_lr = 1e-6
+    c.decay_epochs = 2.4
+    c.decay_rate = 0.97
+    c.boundaries = (30, 60, 90)  # epochs, for schedule='piecewise'
+    c.min_lr = 0.0
+    c.label_smoothing = 0.0
+    c.ema_decay = 0.0  # 0: no EMA
+    c.grad_clip_norm = 0.0  # 0: no clipping
+    c.seed = 0
+    # loop
+    c.eval_every_steps = 1000
+    c.eval_steps = -1  # -1: the whole evaluation set
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    c.log_every_steps = 50
+    c.progress_bar = True
+    c.inject_nan_at_step = -1  # fault-test hook: make the loss NaN at this step (-1: never)
+    return c
+
+
+def validate_train_config(config: ml_collections.ConfigDict) -> None:
+    """Check every training field's type and range; unknown fields are errors with close matches.
+
+    Raises:
+        ValueError: the first bad field, naming it, its value and what is valid.
+    """
+    from freqjax.data.augment import EVAL_AUGMENTS, TRAIN_AUGMENTS
+    from freqjax.data.sources import parse_dataset
+    from freqjax.models import model_info
+    from freqjax.optim import OPTIMIZERS, SCHEDULES
+
+    check_keys(config, train_defaults().keys())
+    info = model_info(config.model)
+    parse_dataset(config.dataset)
+    check_positive_int("image_size", config.image_size)
+    if info.input_kind == "dct" and config.image_size % 16:
+        raise ValueError(
+            f"config.image_size must be a multiple of 16 for DCT model {config.model!r}, got {config.image_size}"
+        )
+    if info.input_kind == "ycbcr" and config.image_size % 8:
+        raise ValueError(f"config.image_size must be a multiple of 8 for {config.model!r}, got {config.image_size}")
+    for name in _POSITIVE:
+        check_positive_int(name, config[name])
+    for name in ("num_classes", "eval_batch_size", "num_train_steps", "eval_steps"):  # -1 means "automatic"
+        if config[name] != -1:
+            check_positive_int(name, config[name])
+    if config.num_train_steps == -1:
+        _check_number("num_epochs", config.num_epochs, 1e-9)
+    if not isinstance(config.worker_count, int) or config.worker_count < 0:
+        raise ValueError(f"config.worker_count must be an integer >= 0, got {config.worker_count!r}")
+    check_choice("augment", config.augment, TRAIN_AUGMENTS)
+    check_choice("eval_augment", config.eval_augment, EVAL_AUGMENTS)
+    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    check_choice("schedule", config.schedule, SCHEDULES)
+    for name, low, high, high_open in _RANGES:
+        _check_number(name, config[name], low, high, high_open)
+    if config.drop_rate != -1:
+        _check_number("drop_rate", config.drop_rate, 0.0, 1.0, high_open=True)
+    if sorted(config.boundaries) != list(config.boundaries) or any(b <= 0 for b in config.boundaries):
+        raise ValueError(f"config.boundaries must be increasing positive epochs, got {config.boundaries!r}")
+    keep = tuple(config.dct_keep)
+    if len(keep) != 3 or not all(isinstance(k, int) and 1 <= k <= 64 for k in keep):
+        raise ValueError(f"config.dct_keep must be three integers in 1..64 (Y, Cb, Cr), got {config.dct_keep!r}")
