@@ -3,9 +3,9 @@
 The training loader is endless: grain's :class:`IndexSampler` draws a fresh permutation for each
 epoch from ``seed``, so the order depends only on (seed, epoch), and the iterator's
 ``get_state()`` / ``set_state()`` (saved with each checkpoint) resume it mid-epoch exactly.
-Each process reads its own shard (``ShardOptions(process_index, process_count)``) and yields its
-``global_batch / process_count`` slice; :func:`freqjax.parallel.global_batch` joins the slices
-into one sharded array.
+Each process reads only its ``global_batch / process_count`` slice of every global batch
+(:class:`GlobalBatchSampler`), so a run's batches do not depend on the number of processes;
+:func:`freqjax.parallel.global_batch` joins the slices into one sharded array.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from absl import flags
 
 from freqjax.data.augment import EvalTransform, TrainTransform
 
-__all__ = ["eval_batches", "local_batch_size", "train_loader"]
+__all__ = ["GlobalBatchSampler", "eval_batches", "local_batch_size", "train_loader"]
 
 
 def local_batch_size(global_batch: int, process_count: int) -> int:
@@ -61,19 +61,14 @@ def train_loader(
             f"the training set has {len(source)} records: fewer than one batch of {local} per process "
             f"({process_count} processes); lower batch_size"
         )
-    sampler = grain.IndexSampler(
-        len(source),
-        shard_options=grain.ShardOptions(process_index, process_count, drop_remainder=True),
-        shuffle=True,
-        num_epochs=None,
-        seed=seed,
-    )
+    sampler = GlobalBatchSampler(len(source), global_batch, process_index, process_count, seed)
     _allow_workers(worker_count)
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,
         operations=[TrainTransform(augment, image_size, colour_jitter), grain.Batch(local, drop_remainder=True)],
         worker_count=worker_count,
+        shard_options=grain.NoSharding(),  # the sampler already picks this process's records
     )
 
 
@@ -115,6 +110,33 @@ def eval_batches(
         raise ValueError("the evaluation source yielded no records for this process")
     for _ in range(num_batches - produced):
         yield {k: np.zeros_like(v) for k, v in _pad(template, local).items()}
+
+
+class GlobalBatchSampler:
+    """Endless shuffled order over all records; this process gets its slice of every global batch.
+
+    Global stream position ``g`` is record ``IndexSampler(seed)[g]`` (a fresh permutation per
+    epoch) with augmentation seed ``seed + g``. Process ``p`` of ``P`` owns positions
+    ``b * B + p * B/P + j`` (``j < B/P``) of global batch ``b``, so the global batches, and the
+    losses, are the same for any number of processes; each process reads only its own records.
+    """
+
+    def __init__(self, num_records: int, global_batch: int, process_index: int, process_count: int, seed: int):
+        self._local = local_batch_size(global_batch, process_count)
+        self._global, self._offset = global_batch, process_index * self._local
+        self._base = grain.IndexSampler(num_records, shuffle=True, num_epochs=None, seed=seed)
+        self._repr = (
+            f"GlobalBatchSampler(num_records={num_records}, global_batch={global_batch}, "
+            f"process={process_index}/{process_count}, seed={seed})"
+        )
+
+    def __getitem__(self, index: int) -> grain.RecordMetadata:
+        batch, j = divmod(int(index), self._local)
+        meta = self._base[batch * self._global + self._offset + j]
+        return grain.RecordMetadata(index=index, record_key=meta.record_key, rng=meta.rng)
+
+    def __repr__(self) -> str:
+        return self._repr
 
 
 class _Strided:
