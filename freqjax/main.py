@@ -1,16 +1,23 @@
 """Command-line entry point: ``python -m freqjax.main --config configs/<recipe>.py --workdir DIR``.
 
-The config file's ``get_config()`` returns an ``ml_collections.ConfigDict``; any field can be
-overridden with ``--config.field=value`` (unknown fields are errors). ``config.mode`` (or
-``--mode``) picks the job. Implemented modes:
+The config file's ``get_config(arg)`` returns an ``ml_collections.ConfigDict`` (``file.py:arg``
+picks a variant); any field can be overridden with ``--config.field=value`` (unknown fields are
+errors with a close match). ``config.mode`` (or ``--mode``) picks the job:
 
+    train      train and evaluate, resuming from WORKDIR (:func:`freqjax.train.train_and_evaluate`)
+    eval       evaluate the newest checkpoint in WORKDIR (:func:`freqjax.train.evaluate_checkpoint`)
     dct_demo   DCT input transform on real or synthetic images: libjpeg agreement, input
                compression (paper Table 7), throughput; see :mod:`freqjax.demo`.
 
-Training, evaluation, compression and calibration sweeps arrive with their issues.
+Several hosts: start one process per host with ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
+and ``JAX_PROCESS_ID`` set (or ``FREQJAX_DISTRIBUTED=1`` under Slurm / TPU pods); see
+:func:`freqjax.parallel.initialize_distributed`.
 """
 
 from __future__ import annotations
+
+import json
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -19,7 +26,30 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 _MODE = flags.DEFINE_string("mode", None, "Override config.mode.")
 
-MODES = ("dct_demo",)
+MODES = ("train", "eval", "dct_demo")
+
+
+def _train_or_eval(config, workdir: str, mode: str) -> None:
+    from absl import logging
+
+    from freqjax import parallel
+
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
+
+    parallel.initialize_distributed()
+    import jax
+
+    from freqjax.train import NonFiniteError, evaluate_checkpoint, train_and_evaluate
+
+    try:
+        result = train_and_evaluate(config, workdir) if mode == "train" else evaluate_checkpoint(config, workdir)
+    except (ValueError, TypeError, NonFiniteError) as err:
+        # one clear line instead of a traceback: these are the user's config or data, not a bug
+        print(f"freqjax.main: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    if jax.process_index() == 0:
+        print("RESULT " + json.dumps(result), flush=True)
 
 
 def main(argv: list[str]) -> None:
@@ -32,14 +62,18 @@ def main(argv: list[str]) -> None:
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required, e.g. --workdir runs/dct_demo")
     mode = _MODE.value or config.get("mode")
-    if mode not in MODES:
-        raise app.UsageError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    # a dct_demo config only runs the demo; a training config trains or evaluates
+    allowed = ("dct_demo",) if config.get("mode") == "dct_demo" else ("train", "eval")
+    if mode not in allowed:
+        raise app.UsageError(f"mode must be one of {list(allowed)} for this config, got {mode!r}")
+    with config.unlocked():
+        config.mode = mode
     if mode == "dct_demo":
         from freqjax.demo import run_dct_demo
 
-        with config.unlocked():
-            config.mode = mode
         run_dct_demo(config, _WORKDIR.value)
+    else:
+        _train_or_eval(config, _WORKDIR.value, mode)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,163 @@
+"""Steps, sharding, config validation, checkpoints and metric files, in-process on 8 fake CPU devices."""
+
+import json
+import struct
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from freqjax import dct, parallel, steps, train
+from freqjax.checkpoint import Checkpointer
+from freqjax.config import train_defaults, validate_train_config
+from freqjax.data.loader import train_loader
+from freqjax.data.sources import SyntheticSource
+from freqjax.metrics import MetricWriter, crc32c
+
+
+def _config(**kw):
+    c = train_defaults()
+    c.update(
+        model="cifar_resnet8",
+        dataset="synthetic",
+        image_size=16,
+        batch_size=16,
+        synthetic_size=64,
+        augment="cifar",
+        eval_augment="none",
+        optimizer="sgd",
+        learning_rate=0.05,
+        schedule="constant",
+        progress_bar=False,
+    )
+    c.update(kw)
+    return c
+
+
+def test_to_model_input_per_kind():
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), np.uint8))
+    np.testing.assert_allclose(steps.to_model_input(images, "dct"), dct.rgb_to_dct(images), rtol=1e-6)
+    kept = steps.to_model_input(images, "dct", dct_keep=(6, 1, 1))
+    assert int(jnp.sum(jnp.any(kept != 0, axis=(0, 1, 2)))) <= 8  # 6 + 1 + 1 channels survive
+    rgb = steps.to_model_input(images, "rgb")
+    np.testing.assert_allclose(rgb[..., 0], (np.asarray(images[..., 0], np.float32) - 123.675) / 58.395, rtol=1e-5)
+    np.testing.assert_allclose(steps.to_model_input(images, "ycbcr"), dct.rgb_to_ycbcr(images) - 128, rtol=1e-6)
+    assert steps.to_model_input(images, "rgb", jnp.bfloat16).dtype == jnp.bfloat16
+    with pytest.raises(ValueError, match="input_kind"):
+        steps.to_model_input(images, "hsv")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"model": "efun_s_plu"}, "did you mean efun_s_plus"),
+        ({"dataset": "synthtic"}, "did you mean 'synthetic'"),
+        ({"dataset": "folder:/no/such/dir"}, "not an existing directory"),
+        ({"batch_size": 12}, "batch_size=12 is not divisible by the device count 8"),
+        ({"optimizer": "rmsprop"}, "did you mean 'rmsprop_tf'"),
+        ({"model": "efun", "image_size": 40}, "multiple of 16"),
+        ({"learning_rate": -1.0}, "config.learning_rate must be a number"),
+        ({"dct_keep": (64, 0, 64)}, "dct_keep"),
+    ],
+)
+def test_bad_configs_fail_before_compiling(override, message):
+    with pytest.raises(ValueError, match=message):
+        train.Setup(_config(**override), "/tmp/unused")
+
+
+def test_unknown_config_field_names_a_close_match():
+    c = _config()
+    c.unlock()
+    c.learning_rat = 0.1
+    with pytest.raises(ValueError, match="'learning_rat' -> 'learning_rate'"):
+        validate_train_config(c)
+
+
+def test_sharded_train_step_matches_single_device_and_keeps_float32_params():
+    s = train.Setup(_config(half_precision=False, ema_decay=0.5), "/tmp/unused")
+    state = s.init_state()
+    batch = next(iter(train_loader(s.train_source, global_batch=16, image_size=16, augment="cifar")))
+    sharded = parallel.global_batch(batch, s.mesh)
+    assert len(sharded["image"].sharding.device_set) == 8
+    fn = jax.jit(
+        lambda st, b: steps.train_step(
+            st, b, model=s.model, tx=s.tx, schedule=s.schedule, input_kind="rgb", seed=0, ema_decay=0.5
+        )
+    )
+    initial_fc = np.array(state.params["fc"]["kernel"])  # copied: the sharded step donates ``state``
+    on_one = jax.tree_util.tree_map(lambda x: jax.device_put(np.array(x), jax.devices()[0]), state)
+    ref_state, ref = fn(on_one, {k: jnp.asarray(v) for k, v in batch.items()})
+    new, metrics = s.train_step(state, sharded)
+    np.testing.assert_allclose(float(metrics["loss"]), float(ref["loss"]), rtol=1e-5)
+    np.testing.assert_allclose(new.params["fc"]["kernel"], ref_state.params["fc"]["kernel"], rtol=1e-4, atol=1e-6)
+    assert int(new.step) == 1 and new.params["fc"]["kernel"].dtype == jnp.float32
+    # EMA moved half-way from the initial parameters towards the new ones
+    new_fc = np.asarray(new.params["fc"]["kernel"])
+    np.testing.assert_allclose(new.ema_params["fc"]["kernel"], 0.5 * initial_fc + 0.5 * new_fc, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(initial_fc, new_fc)
+
+
+def test_half_precision_step_runs_in_bfloat16_with_float32_params():
+    s = train.Setup(_config(half_precision=True), "/tmp/unused")
+    state = s.init_state()
+    batch = parallel.global_batch(
+        next(iter(train_loader(s.train_source, global_batch=16, image_size=16, augment="none"))), s.mesh
+    )
+    losses = []
+    for _ in range(3):
+        state, metrics = s.train_step(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]  # the same batch three times: loss falls
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(state.params))
+    result = s.evaluate(state.params, state.batch_stats)
+    assert result["count"] == 16 and 0.0 <= result["top1"] <= result["top5"] <= 1.0
+
+
+def test_checkpointer_round_trip_restores_state_and_data_position(tmp_path):
+    source = SyntheticSource(8, 32)
+    loader = train_loader(source, global_batch=8, image_size=8, augment="cifar", seed=0)
+    it = iter(loader)
+    next(it)
+    mesh = parallel.make_mesh()
+    state = jax.device_put({"w": jnp.arange(6.0), "step": jnp.int32(3)}, parallel.replicated(mesh))
+    ckpt = Checkpointer(tmp_path / "ck", keep=2)
+    for step in (1, 2, 3):
+        ckpt.save(step, jax.tree_util.tree_map(lambda x, s=step: x * s, state), it)
+    expected_next = next(it)["image"]
+    ckpt.close()
+    ckpt = Checkpointer(tmp_path / "ck", keep=2)
+    assert ckpt.steps() == [2, 3]  # keep-N
+    fresh = iter(loader)
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    restored, step = ckpt.restore_latest(abstract, fresh)
+    ckpt.close()
+    assert step == 3 and restored["w"].sharding == state["w"].sharding
+    np.testing.assert_array_equal(restored["w"], np.arange(6.0) * 3)
+    np.testing.assert_array_equal(next(fresh)["image"], expected_next)
+
+
+def _records(path):
+    data, out = path.read_bytes(), []
+    while data:
+        (n,) = struct.unpack("<Q", data[:8])
+        out.append(data[12 : 12 + n])
+        data = data[16 + n :]
+    return out
+
+
+def test_metric_writer_jsonl_and_tensorboard_events(tmp_path):
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    writer = MetricWriter(tmp_path)
+    writer.write(5, "train", {"loss": 1.5, "accuracy": 0.25})
+    writer.write(5, "eval", {"top1": float("nan")})
+    writer.close()
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0] == {"step": 5, "train/loss": 1.5, "train/accuracy": 0.25}
+    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    records = _records(events)
+    assert b"brain.Event:2" in records[0] and len(records) == 2  # the all-NaN eval event is not written
+    assert b"train/loss" in records[1] and struct.pack("<f", 1.5) in records[1]
+    data = events.read_bytes()
+    c = crc32c(data[:8])
+    assert struct.unpack("<I", data[8:12])[0] == (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
