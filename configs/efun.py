@@ -2,7 +2,7 @@
 
     python -m freqjax.main --config configs/efun.py --workdir runs/efun                  # eFUN
     python -m freqjax.main --config configs/efun.py:efun_s_plus --workdir runs/efun_s_plus
-    python -m freqjax.main --config configs/efun.py:efun_l --config.batch_size=1536 --workdir runs/efun_l
+    python -m freqjax.main --config configs/efun.py:efun_l --workdir runs/efun_l
     # offline smoke run on procedural images:
     python -m freqjax.main --config configs/efun.py:efun_s_plus --config.dataset=synthetic \\
         --config.num_train_steps=20 --config.batch_size=16 --workdir runs/efun_smoke

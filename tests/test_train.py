@@ -2,6 +2,7 @@
 
 import json
 import struct
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -161,3 +162,23 @@ def test_metric_writer_jsonl_and_tensorboard_events(tmp_path):
     data = events.read_bytes()
     c = crc32c(data[:8])
     assert struct.unpack("<I", data[8:12])[0] == (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+TRAIN_CONFIGS = ("efun", "resfun", "resnet", "efficientnet", "rexnet", "mobilenet", "cifar_quick")
+
+
+@pytest.mark.parametrize("name", TRAIN_CONFIGS)
+def test_every_training_config_and_variant_validates_and_documents_its_command(name):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert f"python -m freqjax.main --config configs/{name}.py" in module.__doc__
+    for variant in module.VARIANTS if hasattr(module, "VARIANTS") else (name,):
+        config = module.get_config(variant)
+        validate_train_config(config)
+        assert config.mode == "train"
+    with pytest.raises(ValueError, match="variant must be"):
+        module.get_config("no_such_variant")
