@@ -6,6 +6,7 @@ errors with a close match). ``config.mode`` (or ``--mode``) picks the job:
 
     train      train and evaluate, resuming from WORKDIR (:func:`freqjax.train.train_and_evaluate`)
     eval       evaluate the newest checkpoint in WORKDIR (:func:`freqjax.train.evaluate_checkpoint`)
+    input_bench  images/s of the input pipeline alone (:func:`freqjax.train.benchmark_input`)
     dct_demo   DCT input transform on real or synthetic images: libjpeg agreement, input
                compression (paper Table 7), throughput; see :mod:`freqjax.demo`.
 
@@ -26,7 +27,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 _MODE = flags.DEFINE_string("mode", None, "Override config.mode.")
 
-MODES = ("train", "eval", "dct_demo")
+MODES = ("train", "eval", "input_bench", "dct_demo")
 
 
 def _train_or_eval(config, workdir: str, mode: str) -> None:
@@ -40,10 +41,11 @@ def _train_or_eval(config, workdir: str, mode: str) -> None:
     parallel.initialize_distributed()
     import jax
 
-    from freqjax.train import NonFiniteError, evaluate_checkpoint, train_and_evaluate
+    from freqjax.train import NonFiniteError, benchmark_input, evaluate_checkpoint, train_and_evaluate
 
+    run = {"train": train_and_evaluate, "eval": evaluate_checkpoint, "input_bench": benchmark_input}[mode]
     try:
-        result = train_and_evaluate(config, workdir) if mode == "train" else evaluate_checkpoint(config, workdir)
+        result = run(config, workdir)
     except (ValueError, TypeError, NonFiniteError) as err:
         # one clear line instead of a traceback: these are the user's config or data, not a bug
         print(f"freqjax.main: error: {err}", file=sys.stderr, flush=True)
@@ -63,7 +65,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--workdir is required, e.g. --workdir runs/dct_demo")
     mode = _MODE.value or config.get("mode")
     # a dct_demo config only runs the demo; a training config trains or evaluates
-    allowed = ("dct_demo",) if config.get("mode") == "dct_demo" else ("train", "eval")
+    allowed = ("dct_demo",) if config.get("mode") == "dct_demo" else ("train", "eval", "input_bench")
     if mode not in allowed:
         raise app.UsageError(f"mode must be one of {list(allowed)} for this config, got {mode!r}")
     with config.unlocked():

@@ -29,7 +29,7 @@ from freqjax.data.sources import make_source
 from freqjax.metrics import MetricWriter, ProgressBar
 from freqjax.models import create_model, model_info
 
-__all__ = ["NonFiniteError", "Setup", "evaluate_checkpoint", "train_and_evaluate"]
+__all__ = ["NonFiniteError", "Setup", "benchmark_input", "evaluate_checkpoint", "train_and_evaluate"]
 
 
 class NonFiniteError(RuntimeError):
@@ -287,3 +287,22 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         raise ValueError(f"--mode eval: no checkpoint in {s.workdir / 'checkpoints'}")
     state, step = restored
     return {"step": int(step), **s.evaluate_all(state, int(step))}
+
+
+def benchmark_input(config: ml_collections.ConfigDict, workdir: str, num_batches: int = 100) -> dict:
+    """Images/s of the input pipeline alone (decode + augment + batch on the host, no device work).
+
+    Reads ``min(num_batches, total steps)`` training batches after 5 warm-up batches (worker start-up).
+    """
+    del workdir  # nothing is written
+    s = Setup(config, ".")
+    iterator = iter(s.train_loader())
+    for _ in range(5):
+        next(iterator)
+    n = min(num_batches, s.total_steps)
+    start = time.perf_counter()
+    for _ in range(n):
+        next(iterator)
+    elapsed = time.perf_counter() - start
+    local = config.batch_size // jax.process_count()
+    return {"input_images_per_s": n * local / elapsed, "batches": n, "worker_count": config.worker_count}

@@ -189,3 +189,11 @@ def test_bad_inputs_give_one_line_errors(env, tmp_path, override, message):
     out = run(env, tmp_path, *TINY, override)
     assert out.returncode != 0 and message in out.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_input_bench_measures_the_pipeline_alone(env, tmp_path):
+    out = run(env, tmp_path, *TINY, "--config.num_train_steps=10", "--mode=input_bench")
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.split("RESULT ")[-1])
+    assert result["batches"] == 10 and result["input_images_per_s"] > 0
+    assert not (tmp_path / "checkpoints").exists()
