@@ -1,9 +1,11 @@
-"""Block specifications and the blocks of inverted-residual networks: DS, IR (MBConv), ConvBnAct.
+"""Block specifications and the blocks of inverted-residual networks: DS, IR (MBConv), ConvBnAct, ReXNet.
 
 A network is a table of stages; each stage is a list of block strings in timm's notation, e.g.
 ``'ir_r2_k3_s2_e6_c24_se0.25'`` = 2 inverted-residual blocks, 3x3 depthwise, first stride 2,
 expansion 6, 24 output channels, squeeze-excite ratio 0.25. Options: ``nre`` (ReLU instead of
-the network's activation), ``noskip``. :func:`decode_stages` turns the table into
+the network's activation), ``noskip``, ``xs`` (the k x k depthwise conv -> BN -> act becomes an
+:class:`~freqjax.models.xsepconv.XSepConv` of kernel k; stride 2 gives its downsampling form).
+Kind ``rx`` is ReXNet's linear bottleneck (:class:`ReXNetBottleneck`). :func:`decode_stages` turns the table into
 :class:`BlockArgs`, one per block, which the builder (:mod:`freqjax.models.builder`) instantiates.
 """
 
@@ -28,29 +30,34 @@ from freqjax.models.layers import (
     get_activation,
     make_divisible,
 )
+from freqjax.models.xsepconv import XSepConv
 
 __all__ = [
     "BLOCK_KINDS",
     "BlockArgs",
     "ConvBnAct",
+    "ConvNorm",
     "DepthwiseSeparable",
     "InvertedResidual",
+    "ReXNetBottleneck",
     "SEConfig",
+    "SEWithNorm",
     "decode_block",
     "decode_stages",
     "make_block",
 ]
 
-BLOCK_KINDS = ("ds", "ir", "cn")
+BLOCK_KINDS = ("ds", "ir", "cn", "rx")
 Dtype = Any
 
 
 @dataclasses.dataclass(frozen=True)
 class BlockArgs:
-    """One block: kind 'ds' | 'ir' | 'cn', kernel, stride, expansion, output channels, SE ratio.
+    """One block: kind 'ds' | 'ir' | 'cn' | 'rx', kernel, stride, expansion, output channels, SE ratio.
 
     ``act=None`` means the network's activation. ``skip=None`` means the usual rule (residual iff
-    stride 1 and in == out); ``False`` forbids the residual.
+    stride 1 and in == out); ``False`` forbids the residual. ``xsep=True`` replaces the depthwise
+    conv of a 'ds' / 'ir' block by XSepConv.
     """
 
     kind: str
@@ -61,6 +68,7 @@ class BlockArgs:
     se: float = 0.0
     act: str | None = None
     skip: bool | None = None
+    xsep: bool = False
 
     def __post_init__(self):
         if self.kind not in BLOCK_KINDS:
@@ -71,6 +79,8 @@ class BlockArgs:
                 raise ValueError(f"block {field} must be a positive int, got {value!r}")
         if self.exp <= 0 or not 0 <= self.se < 1:
             raise ValueError(f"block needs exp > 0 and 0 <= se < 1, got exp={self.exp}, se={self.se}")
+        if self.xsep and (self.kind not in ("ds", "ir") or self.kernel % 2 == 0):
+            raise ValueError(f"xs (XSepConv) needs a 'ds' or 'ir' block with an odd kernel, got {self}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,13 +120,15 @@ def decode_block(spec: str) -> tuple[int, BlockArgs]:
             fields["act"] = "relu"
         elif op == "noskip":
             fields["skip"] = False
+        elif op == "xs":
+            fields["xsep"] = True
         elif m and m.group(1) == "r" and m.group(2):
             repeats = int(m.group(2))
         elif m and m.group(1) in names and m.group(2):
             key = names[m.group(1)]
             fields[key] = float(m.group(2)) if key in ("exp", "se") else int(m.group(2))
         else:
-            raise ValueError(f"unknown option {op!r} in block spec {spec!r}; known: r k s e c se nre noskip")
+            raise ValueError(f"unknown option {op!r} in block spec {spec!r}; known: r k s e c se nre noskip xs")
     missing = {"kernel", "stride", "out"} - fields.keys()
     if missing:
         raise ValueError(f"block spec {spec!r} lacks {sorted(missing)} (k, s and c are required)")
@@ -176,6 +188,8 @@ class _Block(nn.Module):
     drop_path: float = 0.0
     depthwise_impl: str = "lax"
     dtype: Dtype = jnp.float32
+    xsep_form: str = "standard"
+    xsep_padding: str | None = None  # this block's 2x2 padding mode; the builder numbers the layers
 
     def _act(self):
         return get_activation(self.args.act or self.act)
@@ -186,6 +200,24 @@ class _Block(nn.Module):
     def _dw(self, name: str) -> DepthwiseConv:
         a = self.args
         return DepthwiseConv(a.kernel, a.stride, impl=self.depthwise_impl, dtype=self.dtype, name=name)
+
+    def _dw_bn_act(self, y: jax.Array, train: bool, bn_name: str) -> jax.Array:
+        """The k x k depthwise conv -> BN -> act, or the XSepConv that replaces it (``xs`` blocks)."""
+        a = self.args
+        if not a.xsep:
+            return self._act()(self._bn(train, bn_name)(self._dw("conv_dw")(y)))
+        if self.xsep_padding is None and self.xsep_form != "no_2x2":
+            raise ValueError("an 'xs' block needs xsep_padding (the network builder assigns it per 2x2 layer)")
+        return XSepConv(
+            a.kernel,
+            a.stride,
+            self.xsep_form,
+            self.xsep_padding or "right_bottom",
+            a.act or self.act,
+            self.depthwise_impl,
+            self.dtype,
+            name="conv_dw",  # in place of the depthwise conv (its BN and act are inside)
+        )(y, train)
 
     def _se(self, x: jax.Array, mid: int) -> jax.Array:
         a = self.args
@@ -208,8 +240,7 @@ class DepthwiseSeparable(_Block):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        act = self._act()
-        y = act(self._bn(train, "bn1")(self._dw("conv_dw")(x)))
+        y = self._dw_bn_act(x, train, "bn1")
         y = self._se(y, x.shape[-1])
         y = self._bn(train, "bn2")(conv2d(self.args.out, 1, name="conv_pw", dtype=self.dtype)(y))
         return self._residual(x, y, train)
@@ -223,7 +254,7 @@ class InvertedResidual(_Block):
         act = self._act()
         mid = make_divisible(x.shape[-1] * self.args.exp)
         y = act(self._bn(train, "bn1")(conv2d(mid, 1, name="conv_pw", dtype=self.dtype)(x)))
-        y = act(self._bn(train, "bn2")(self._dw("conv_dw")(y)))
+        y = self._dw_bn_act(y, train, "bn2")
         y = self._se(y, mid)
         y = self._bn(train, "bn3")(conv2d(self.args.out, 1, name="conv_pwl", dtype=self.dtype)(y))
         return self._residual(x, y, train)
@@ -242,7 +273,71 @@ class ConvBnAct(_Block):
         return y
 
 
-_BLOCKS = {"ds": DepthwiseSeparable, "ir": InvertedResidual, "cn": ConvBnAct}
+class ConvNorm(nn.Module):
+    """kxk conv (``depthwise=True``: depthwise) -> BN -> [act]; submodules ``conv``, ``bn`` (timm ConvNormAct)."""
+
+    features: int
+    kernel: int = 1
+    stride: int = 1
+    depthwise: bool = False
+    act: str | None = None
+    impl: str = "lax"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.depthwise:
+            y = DepthwiseConv(self.kernel, self.stride, impl=self.impl, dtype=self.dtype, name="conv")(x)
+        else:
+            y = conv2d(self.features, self.kernel, self.stride, name="conv", dtype=self.dtype)(x)
+        y = batch_norm(train, name="bn", dtype=self.dtype)(y)
+        return y if self.act is None else get_activation(self.act)(y)
+
+
+class SEWithNorm(nn.Module):
+    """ReXNet's squeeze-excite: pool -> 1x1 (bias) -> BN -> ReLU -> 1x1 (bias) -> sigmoid; timm names fc1, bn, fc2."""
+
+    reduced: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        s = jnp.mean(x, axis=(1, 2), keepdims=True)
+        s = conv2d(self.reduced, 1, name="fc1", dtype=self.dtype, use_bias=True)(s)
+        s = jax.nn.relu(batch_norm(train, name="bn", dtype=self.dtype)(s))
+        s = conv2d(x.shape[-1], 1, name="fc2", dtype=self.dtype, use_bias=True)(s)
+        return x * jax.nn.sigmoid(s)
+
+
+class ReXNetBottleneck(_Block):
+    """ReXNet's linear bottleneck (timm ``LinearBottleneck``; names conv_exp, conv_dw, se, conv_pwl).
+
+    [exp != 1: 1x1 expand to round(in * exp) -> BN -> act] -> kxk depthwise -> BN -> [SE with BN,
+    reduced to floor(mid * se)] -> ReLU6 -> 1x1 project -> BN. Residual iff stride 1 and in <= out:
+    a *partial* one, added to the first ``in`` output channels.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        a, c_in = self.args, x.shape[-1]
+        kw = {"impl": self.depthwise_impl, "dtype": self.dtype}
+        y, mid = x, c_in
+        if a.exp != 1:
+            mid = round(c_in * a.exp)
+            y = ConvNorm(mid, act=a.act or self.act, name="conv_exp", **kw)(y, train)
+        y = ConvNorm(mid, a.kernel, a.stride, depthwise=True, name="conv_dw", **kw)(y, train)
+        if a.se:
+            # The reference sizes it channels // 12; int() of mid * (1/12) is the same for every width.
+            y = SEWithNorm(max(1, int(mid * a.se)), self.dtype, name="se")(y, train)
+        y = jax.nn.relu6(y)
+        y = ConvNorm(a.out, name="conv_pwl", **kw)(y, train)
+        if a.skip is False or a.stride != 1 or c_in > a.out:
+            return y
+        y = DropPath(self.drop_path, name="drop_path")(y, train)
+        return jnp.concatenate([y[..., :c_in] + x, y[..., c_in:]], axis=-1)
+
+
+_BLOCKS = {"ds": DepthwiseSeparable, "ir": InvertedResidual, "cn": ConvBnAct, "rx": ReXNetBottleneck}
 
 
 def make_block(args: BlockArgs, **kw) -> _Block:
