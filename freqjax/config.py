@@ -85,6 +85,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.mode = "train"
     # model
     c.model = "efun"
+    c.model_options = ml_collections.ConfigDict()  # model-specific create_model arguments (model_info.options)
     c.num_classes = -1  # -1: from the dataset (folder/tfds) or 10 (synthetic)
     c.drop_rate = -1.0  # -1: the model's default
     c.drop_path_rate = 0.0
@@ -93,6 +94,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     # data
     c.dataset = "synthetic"
     c.data_dir = ""  # tfds data_dir ('' = tfds default)
+    c.train_split = "train"  # tfds training split, e.g. 'train+extra' (SVHN)
     c.image_size = 224
     c.augment = "inception"
     c.colour_jitter = 0.4
@@ -146,7 +148,12 @@ def validate_train_config(config: ml_collections.ConfigDict) -> None:
 
     check_keys(config, train_defaults().keys())
     info = model_info(config.model)
+    check_keys(config.model_options, dict(info.options), where=f"config.model_options of {config.model!r}")
     parse_dataset(config.dataset)
+    if not isinstance(config.train_split, str) or not config.train_split:
+        raise ValueError(
+            f"config.train_split must be a non-empty split name such as 'train', got {config.train_split!r}"
+        )
     check_positive_int("image_size", config.image_size)
     if info.input_kind == "dct" and config.image_size % 16:
         raise ValueError(

@@ -53,7 +53,7 @@ class Setup:
         synthetic_classes = 10 if config.num_classes == -1 else config.num_classes
         common = dict(image_size=config.image_size, num_classes=synthetic_classes, seed=config.seed)
         common.update(synthetic_size=config.synthetic_size, data_dir=config.data_dir or None)
-        self.train_source = make_source(config.dataset, True, **common)
+        self.train_source = make_source(config.dataset, True, train_split=config.train_split, **common)
         self.eval_source = make_source(config.dataset, False, **common)
         self.num_classes = self.train_source.num_classes
         if config.num_classes not in (-1, self.num_classes):
@@ -73,6 +73,7 @@ class Setup:
             drop_rate=None if config.drop_rate == -1 else config.drop_rate,
             drop_path_rate=config.drop_path_rate,
             dtype=self.dtype,
+            **config.model_options.to_dict(),
         )
         self.schedule = optim.make_schedule(config, self.steps_per_epoch, self.total_steps)
         self.tx = optim.make_optimizer(config, self.schedule)

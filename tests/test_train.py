@@ -60,6 +60,10 @@ def test_to_model_input_per_kind():
         ({"model": "efun", "image_size": 40}, "multiple of 16"),
         ({"learning_rate": -1.0}, "config.learning_rate must be a number"),
         ({"dct_keep": (64, 0, 64)}, "dct_keep"),
+        (
+            {"model_options": {"width": 8, "depth": 3}},
+            r"model_options of 'cifar_resnet8' has unknown field\(s\) \['depth'\]",
+        ),
     ],
 )
 def test_bad_configs_fail_before_compiling(override, message):
@@ -164,7 +168,7 @@ def test_metric_writer_jsonl_and_tensorboard_events(tmp_path):
     assert struct.unpack("<I", data[8:12])[0] == (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-TRAIN_CONFIGS = ("efun", "resfun", "resnet", "efficientnet", "rexnet", "mobilenet", "cifar_quick")
+TRAIN_CONFIGS = ("efun", "resfun", "resnet", "efficientnet", "rexnet", "mobilenet", "xsepconv", "cifar_quick")
 
 
 @pytest.mark.parametrize("name", TRAIN_CONFIGS)
@@ -182,3 +186,12 @@ def test_every_training_config_and_variant_validates_and_documents_its_command(n
         assert config.mode == "train"
     with pytest.raises(ValueError, match="variant must be"):
         module.get_config("no_such_variant")
+
+
+def test_model_options_reach_create_model_and_train_split_reaches_the_source():
+    s = train.Setup(_config(model_options={"width": 8}), "/tmp/unused")
+    assert s.model.width == 8
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+        s = train.Setup(_config(dataset="tfds:svhn_cropped", train_split="train+extra", image_size=32), "/tmp/unused")
+        assert s.train_source.split == "train+extra" and s.eval_source.split == "test" and s.num_classes == 10

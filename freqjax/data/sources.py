@@ -175,6 +175,7 @@ def make_source(
     synthetic_size: int = 4096,
     seed: int = 0,
     data_dir: str | None = None,
+    train_split: str = "train",
 ):
     """Build the training (``train=True``) or evaluation source named by ``spec``.
 
@@ -188,6 +189,7 @@ def make_source(
         synthetic_size: number of synthetic training images (evaluation gets a quarter).
         seed: synthetic data seed (the evaluation split uses ``seed + 1``).
         data_dir: tfds data directory.
+        train_split: the tfds training split (e.g. 'train+extra' for SVHN).
     """
     kind, name, split = parse_dataset(spec)
     if kind == "synthetic":
@@ -206,7 +208,7 @@ def make_source(
                 return FolderSource(Path(name) / sub)
         raise ValueError(f"dataset folder {name!r} has none of the split folders {list(candidates)}")
     if train:
-        return TfdsSource(name, "train", data_dir)
+        return TfdsSource(name, train_split, data_dir)
     if split is None:
         import tensorflow_datasets as tfds
 
