@@ -103,8 +103,10 @@ def train_step(
             mutable=["batch_stats"],
             rngs={"dropout": rng},
         )
-        loss = cross_entropy(logits, labels, label_smoothing).mean()
-        return loss, (logits, updates.get("batch_stats", {}))
+        # multi-exit models (MSNet: low- and high-resolution classifiers) train on the sum of their losses
+        outputs = logits if isinstance(logits, tuple | list) else (logits,)
+        loss = sum(cross_entropy(out, labels, label_smoothing).mean() for out in outputs)
+        return loss, (outputs[-1], updates.get("batch_stats", {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     if inject_nan_at_step >= 0:  # fault-test hook (config.inject_nan_at_step)
@@ -130,10 +132,22 @@ def train_step(
 def eval_step(
     params, batch_stats, batch: dict, *, model: nn.Module, input_kind: str, dtype=jnp.float32, dct_keep=(64, 64, 64)
 ) -> dict:
-    """Masked sums over a batch with ``mask``: loss, top-1 and top-5 correct, and the example count."""
+    """Masked sums over a batch with ``mask``: loss, top-1 and top-5 correct, and the example count.
+
+    For multi-exit models (a tuple of logits, e.g. MSNet's low/high networks) the metrics are the
+    last exit's, plus ``top1_exit{i}`` for the earlier ones.
+    """
     x = to_model_input(batch["image"], input_kind, dtype, dct_keep)
-    logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False).astype(jnp.float32)
+    outputs = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+    outputs = outputs if isinstance(outputs, tuple | list) else (outputs,)
     labels, mask = batch["label"], batch["mask"]
+    sums = _eval_sums(outputs[-1].astype(jnp.float32), labels, mask)
+    for i, out in enumerate(outputs[:-1]):  # earlier exits of multi-exit models: top-1 only
+        sums[f"top1_exit{i}"] = _eval_sums(out.astype(jnp.float32), labels, mask)["top1"]
+    return sums
+
+
+def _eval_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dict:
     k = min(5, logits.shape[-1])
     topk = jax.lax.top_k(logits, k)[1]
     return {

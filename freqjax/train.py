@@ -186,12 +186,8 @@ class Setup:
             totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
         totals = jax.device_get(totals)
         count = max(float(totals["count"]), 1.0)
-        return {
-            "top1": float(totals["top1"]) / count,
-            "top5": float(totals["top5"]) / count,
-            "loss": float(totals["loss"]) / count,
-            "count": int(totals["count"]),
-        }
+        out = {k: float(v) / count for k, v in totals.items() if k != "count"}
+        return {**out, "count": int(totals["count"])}
 
 
 def _summarise(pending: list[tuple[int, dict]], last_ckpt: int | None, ckpt_dir: Path) -> dict:

@@ -168,7 +168,7 @@ def test_metric_writer_jsonl_and_tensorboard_events(tmp_path):
     assert struct.unpack("<I", data[8:12])[0] == (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-TRAIN_CONFIGS = ("efun", "resfun", "resnet", "efficientnet", "rexnet", "mobilenet", "xsepconv", "cifar_quick")
+TRAIN_CONFIGS = ("efun", "resfun", "resnet", "efficientnet", "rexnet", "mobilenet", "msnet", "xsepconv", "cifar_quick")
 
 
 @pytest.mark.parametrize("name", TRAIN_CONFIGS)
@@ -195,3 +195,28 @@ def test_model_options_reach_create_model_and_train_split_reaches_the_source():
     with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
         s = train.Setup(_config(dataset="tfds:svhn_cropped", train_split="train+extra", image_size=32), "/tmp/unused")
         assert s.train_source.split == "train+extra" and s.eval_source.split == "test" and s.num_classes == 10
+
+
+def test_multi_exit_models_train_on_the_sum_of_losses_and_report_each_exit():
+    import flax.linen as nn
+    import optax
+
+    from freqjax.optim import cross_entropy
+
+    class TwoExits(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            x = x.reshape(x.shape[0], -1)
+            return nn.Dense(3, name="low")(x), nn.Dense(3, name="high")(x)
+
+    model, tx = TwoExits(), optax.sgd(0.1)
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 2, 2, 3), np.uint8))
+    batch = {"image": images, "label": jnp.array([0, 1, 2, 0]), "skipped": jnp.zeros(4, jnp.int32)}
+    state = steps.init_state(model, tx, steps.to_model_input(images, "rgb"), seed=0, ema=False)
+    _, metrics = steps.train_step(state, batch, model=model, tx=tx, schedule=lambda s: 0.1, input_kind="rgb", seed=0)
+    low, high = model.apply({"params": state.params}, steps.to_model_input(images, "rgb"))
+    expected = cross_entropy(low, batch["label"]).mean() + cross_entropy(high, batch["label"]).mean()
+    np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-6)
+    sums = steps.eval_step(state.params, {}, {**batch, "mask": jnp.ones(4)}, model=model, input_kind="rgb")
+    assert float(sums["top1"]) == float(jnp.sum(jnp.argmax(high, -1) == batch["label"]))
+    assert float(sums["top1_exit0"]) == float(jnp.sum(jnp.argmax(low, -1) == batch["label"]))

@@ -1,0 +1,54 @@
+"""MSNet on ImageNet: two copies of a base network, low resolution + high-frequency residual (seed 001).
+
+    python -m freqjax.main --config configs/msnet.py:msnet_resnet18 --workdir runs/msnet_resnet18
+    python -m freqjax.main --config configs/msnet.py:msnet_resnet18 --workdir runs/msnet_resnet18 --mode eval
+
+Training adds the cross-entropy losses of Network-L (image downsampled 2x) and Network-H; the
+evaluation reports Network-H's top-1/top-5 (threshold 1: everything by H) and Network-L's top-1
+as ``top1_exit0`` (threshold 0). The calibrated early-exit sweep over thresholds is
+:mod:`freqjax.models.msnet_infer`. Paper results (Table 1-3): MS-ResNet-18 (128/256) 71.3 % at
+threshold 0.66 (1,811 MMACs) and 71.9 % at 0.90; MS-MobileNet-0.25 +3.8 % over MobileNet-0.25 at
+54 MMACs; MS-DenseNet-121 (112/224) 75.0 % at 0.60. Recipe (paper section 4): both networks
+jointly from scratch, 120 epochs, SGD lr 0.1, x0.1 at epochs 30, 60 and 90. **Decisions**:
+momentum 0.9, weight decay 1e-4 (4e-5 for MobileNet), batch 256, Inception crop + flip at the
+model's resolution (256, DenseNet 224), eval resize / crop_pct 0.875.
+"""
+
+import ml_collections
+
+from freqjax.config import train_defaults
+
+VARIANTS = (
+    "msnet_resnet18",
+    "msnet_mobilenetv1_100",
+    "msnet_mobilenetv1_075",
+    "msnet_mobilenetv1_050",
+    "msnet_mobilenetv1_025",
+    "msnet_densenet121",
+)
+
+
+def get_config(arg: str = "msnet_resnet18") -> ml_collections.ConfigDict:
+    """``arg``: one of :data:`VARIANTS`."""
+    if arg not in VARIANTS:
+        raise ValueError(f"configs/msnet.py variant must be one of {VARIANTS}, got {arg!r}")
+    c = train_defaults()
+    c.model = arg
+    c.dataset = "tfds:imagenet2012"
+    c.image_size = 224 if arg == "msnet_densenet121" else 256
+    c.augment = "inception"
+    c.colour_jitter = 0.0
+    c.batch_size = 256
+    c.num_epochs = 120.0
+    c.optimizer = "sgd"
+    c.momentum = 0.9
+    c.learning_rate = 0.1
+    c.weight_decay = 4e-5 if "mobilenet" in arg else 1e-4
+    c.schedule = "piecewise"
+    c.boundaries = (30, 60, 90)
+    c.decay_rate = 0.1
+    c.eval_every_steps = 5000
+    c.checkpoint_every_steps = 2000
+    c.log_every_steps = 100
+    c.worker_count = 8
+    return c
