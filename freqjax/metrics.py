@@ -107,12 +107,23 @@ class TensorBoardWriter:
         self._file.close()
 
 
-class JsonlWriter:
-    """Appends ``{"step": s, **metrics}`` lines to ``path`` (kept across resumes)."""
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")  # a line cut short by a kill: drop it
 
-    def __init__(self, path: str | os.PathLike):
+
+class JsonlWriter:
+    """Appends ``{"step": s, **metrics}`` lines to ``path``; ``drop_after`` first removes lines past that step."""
+
+    def __init__(self, path: str | os.PathLike, drop_after: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if drop_after is not None and self.path.exists():
+            # a resumed run repeats the steps after its checkpoint: drop the killed run's lines for them
+            lines = self.path.read_text().splitlines(keepends=True)
+            self.path.write_text("".join(line for line in lines if _step_of(line) <= drop_after))
         self._file = open(self.path, "a")  # noqa: SIM115
 
     def write(self, step: int, metrics: dict) -> None:
@@ -126,12 +137,16 @@ class JsonlWriter:
 
 
 class MetricWriter:
-    """JSONL + TensorBoard together; writes only on process 0 (no-ops elsewhere)."""
+    """JSONL + TensorBoard together; writes only on process 0 (no-ops elsewhere).
 
-    def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
+    ``resumed_at``: the checkpoint step a resumed run starts from; JSONL lines after it (written by
+    the interrupted run, about to be recomputed) are dropped so the file holds one curve.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, enabled: bool = True, resumed_at: int | None = None):
         self.enabled = enabled
         if enabled:
-            self.jsonl = JsonlWriter(Path(workdir) / "metrics.jsonl")
+            self.jsonl = JsonlWriter(Path(workdir) / "metrics.jsonl", drop_after=resumed_at)
             self.tb = TensorBoardWriter(Path(workdir) / "tensorboard")
 
     def write(self, step: int, prefix: str, metrics: dict) -> None:

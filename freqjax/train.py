@@ -206,6 +206,12 @@ def _summarise(pending: list[tuple[int, dict]], last_ckpt: int | None, ckpt_dir:
     return summary
 
 
+def _report_skipped(step: int, summary: dict, is_main: bool) -> int:
+    if summary["skipped"] and is_main:
+        print(f"step {step}: skipped {summary['skipped']} unreadable images ({summary['skipped_total']} so far)")
+    return summary["skipped_total"]
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train (resuming from ``workdir`` if it has checkpoints) and evaluate; returns the final metrics.
 
@@ -221,7 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     restored = ckpt.restore_latest(s.abstract_state(), iterator)
     state, step, last_ckpt = (s.init_state(), 0, None) if restored is None else (*restored, restored[1])
     s.announce(f"{'resumed at' if restored else 'starting at'} step {step} of {s.total_steps}")
-    writer = MetricWriter(s.workdir, enabled=is_main)
+    writer = MetricWriter(s.workdir, enabled=is_main, resumed_at=step if restored is not None else 0)
     stop = {"sigterm": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
     bar = ProgressBar(s.total_steps, step, enabled=is_main and config.progress_bar)
@@ -242,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     epoch=step / s.steps_per_epoch,
                     skipped_total=skipped_total + summary["skipped"],
                 )
-                skipped_total = summary["skipped_total"]
+                skipped_total = _report_skipped(step, summary, is_main)
                 writer.write(step, "train", summary)
                 bar.update(len(pending), loss=summary["loss"], img_s=summary["images_per_s"])
                 pending, result["train"] = [], summary

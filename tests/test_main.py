@@ -126,6 +126,10 @@ def test_sigkill_mid_run_then_resume_ends_bitwise_equal_to_an_uninterrupted_run(
     resumed = run(env, tmp_path / "killed", *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed at step" in resumed.stdout
+    # one curve in the resumed run's JSONL (the killed run's lines past its checkpoint were dropped),
+    # equal to the uninterrupted run's
+    curve = lambda w: [(m["step"], m["train/loss"]) for m in _metrics(w) if "train/loss" in m]  # noqa: E731
+    assert curve(tmp_path / "killed") == curve(tmp_path / "whole") and len(curve(tmp_path / "whole")) == 60
     a, b = _params(tmp_path / "whole", 60), _params(tmp_path / "killed", 60)
     assert a.keys() == b.keys() and any("ema_params" in k for k in a)
     for key in a:

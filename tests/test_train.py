@@ -220,3 +220,29 @@ def test_multi_exit_models_train_on_the_sum_of_losses_and_report_each_exit():
     sums = steps.eval_step(state.params, {}, {**batch, "mask": jnp.ones(4)}, model=model, input_kind="rgb")
     assert float(sums["top1"]) == float(jnp.sum(jnp.argmax(high, -1) == batch["label"]))
     assert float(sums["top1_exit0"]) == float(jnp.sum(jnp.argmax(low, -1) == batch["label"]))
+
+
+def test_corrupt_images_are_skipped_and_counted_in_the_training_logs(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(3):
+            d = tmp_path / "data" / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(8):
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8)).save(d / f"{i}.png")
+    (tmp_path / "data" / "train" / "class1" / "3.png").write_bytes(b"truncated")
+    config = _config(
+        dataset=f"folder:{tmp_path / 'data'}",
+        num_train_steps=3,
+        log_every_steps=1,
+        eval_every_steps=3,
+        checkpoint_every_steps=3,
+    )
+    result = train.train_and_evaluate(config, str(tmp_path / "run"))
+    # 3 batches of 16 from 24 images = exactly 2 epochs: the broken file is met (and replaced) twice
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(m.get("train/skipped", 0) for m in lines) == 2 and result["train"]["skipped_total"] == 2
+    assert "unreadable images" in capsys.readouterr().out
+    assert result["eval"]["count"] == 24 and result["step"] == 3
