@@ -119,6 +119,37 @@ def test_low_is_the_base_on_the_half_image_and_high_adds_its_features(net):
     assert float(jnp.abs(fused - high_alone).max()) > 1e-2  # the residual fusion changes H's output
 
 
+@pytest.mark.parametrize("name", ["msnet_resnet18", "msnet_densenet121"])
+def test_logits_equal_an_independent_pytorch_msnet(name):
+    # At 96 px Network-L's upsampled maps overhang H's (ResNet: crop) or fall short (DenseNet's
+    # floor pooling: zero-pad), so both alignment rules are checked against PyTorch.
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    from freqjax.convert import from_torch
+    from freqjax.torch_ref import timm_model
+
+    torch.manual_seed(0)
+    reference = timm_model(name, num_classes=CLASSES)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in reference.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen))
+                m.running_var.copy_(1.0 + torch.rand(m.running_var.shape, generator=gen))
+                m.weight.copy_(0.5 + 0.5 * torch.rand(m.weight.shape, generator=gen))
+            elif isinstance(m, torch.nn.Linear):
+                m.weight.mul_(20.0)  # logits of a useful scale (timm's classifier init is tiny)
+    variables = from_torch(reference.state_dict(), name)  # num_classes read from low.fc / low.classifier
+    x = np.random.default_rng(2).normal(size=(2, 96, 96, 3)).astype(np.float32)
+    with torch.inference_mode():
+        expected = [t.numpy() for t in reference(torch.from_numpy(x.transpose(0, 3, 1, 2)))]
+    model = create_model(name, num_classes=CLASSES)
+    got = jax.jit(model.apply)(variables, x)
+    for g, e in zip(got, expected, strict=True):
+        assert np.abs(e).max() > 0.2
+        np.testing.assert_allclose(np.asarray(g), e, rtol=0, atol=1e-4)
+
+
 # ----------------------------------------------------------------------------- calibrated inference
 
 
@@ -166,6 +197,7 @@ def test_buckets_bound_the_number_of_compiled_sub_batches():
 def test_early_exits_take_less_wall_time_than_the_full_two_network_pass(net):
     model, variables, images, conf, *_ = net
     threshold = midpoints(conf, (4 / BATCH,))[0]  # 4 of 32 images go on to Network-H
+
     def timed(fn):
         fn()  # compile / warm up
         runs = []
