@@ -12,7 +12,7 @@ loss falls and accuracy rises on grating images within a couple of minutes.
 
 import ml_collections
 
-from freqjax.config import train_defaults
+from freqjax.config import model_options, train_defaults
 
 VARIANTS = ("cifar10", "synthetic")
 
@@ -23,6 +23,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
         raise ValueError(f"configs/cifar_quick.py variant must be one of {VARIANTS}, got {arg!r}")
     c = train_defaults()
     c.model = "cifar_resnet8"
+    c.model_options = model_options(c.model)  # e.g. --config.model_options.width=32
     c.image_size = 32
     c.augment = "cifar"
     c.colour_jitter = 0.0

@@ -19,7 +19,7 @@ small-input strides needs the same ``cifar`` option on ``mobilenetv3_small_*`` (
 
 import ml_collections
 
-from freqjax.config import train_defaults
+from freqjax.config import model_options, train_defaults
 
 VARIANTS = ("cifar10", "cifar100", "svhn", "tiny_imagenet")
 
@@ -30,9 +30,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
         raise ValueError(f"configs/xsepconv.py variant must be one of {VARIANTS}, got {arg!r}")
     c = train_defaults()
     c.model = "mobilenetv3_small_100_xsep"
-    c.model_options = ml_collections.ConfigDict(
-        {"cifar": arg != "tiny_imagenet", "tiny_imagenet": arg == "tiny_imagenet"}
-    )
+    c.model_options = model_options(c.model, cifar=arg != "tiny_imagenet", tiny_imagenet=arg == "tiny_imagenet")
     c.batch_size = 128
     c.optimizer = "sgd"
     c.momentum = 0.9

@@ -11,7 +11,14 @@ from collections.abc import Iterable
 
 import ml_collections
 
-__all__ = ["check_choice", "check_keys", "check_positive_int", "train_defaults", "validate_train_config"]
+__all__ = [
+    "check_choice",
+    "check_keys",
+    "check_positive_int",
+    "model_options",
+    "train_defaults",
+    "validate_train_config",
+]
 
 
 def check_keys(config: ml_collections.ConfigDict, allowed: Iterable[str], where: str = "config") -> None:
@@ -133,6 +140,23 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.progress_bar = True
     c.inject_nan_at_step = -1  # fault-test hook: make the loss NaN at this step (-1: never)
     return c
+
+
+def model_options(model: str, **overrides) -> ml_collections.ConfigDict:
+    """The model's ``create_model`` options with their defaults (``model_info(model).options``), updated.
+
+    Config files set ``config.model_options = model_options(name, ...)`` so that every option can
+    then be overridden on the command line (``--config.model_options.form=behind``).
+
+    Raises:
+        ValueError: an override that is not one of the model's options.
+    """
+    from freqjax.models import model_info
+
+    options = ml_collections.ConfigDict(dict(model_info(model).options))
+    check_keys(ml_collections.ConfigDict(overrides), options.keys(), where=f"model_options of {model!r}")
+    options.update(overrides)
+    return options
 
 
 def validate_train_config(config: ml_collections.ConfigDict) -> None:

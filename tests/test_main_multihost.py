@@ -2,12 +2,12 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import portpicker
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = (
@@ -36,7 +36,9 @@ def _losses(workdir):
 def test_two_processes_with_four_devices_match_one_process_with_eight(tmp_path):
     single = subprocess.run(_cmd(tmp_path / "one"), capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
     assert single.returncode == 0, single.stderr[-3000:]
-    port = portpicker.pick_unused_port()
+    with socket.socket() as sock:  # a free localhost port for the coordinator
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
     procs = []
     for pid in range(2):
         env = dict(

@@ -246,3 +246,21 @@ def test_corrupt_images_are_skipped_and_counted_in_the_training_logs(tmp_path, c
     assert sum(m.get("train/skipped", 0) for m in lines) == 2 and result["train"]["skipped_total"] == 2
     assert "unreadable images" in capsys.readouterr().out
     assert result["eval"]["count"] == 24 and result["step"] == 3
+
+
+def test_config_files_expose_model_options_for_command_line_overrides():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "configs_xsep", Path(__file__).resolve().parents[1] / "configs" / "xsepconv.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("svhn")
+    assert config.model_options.cifar is True and config.model_options.form == "standard"
+    config.model_options.form = "behind"  # what --config.model_options.form=behind does
+    validate_train_config(config)
+    from freqjax.config import model_options
+
+    with pytest.raises(ValueError, match="'with' -> 'width'"):
+        model_options("cifar_resnet8", **{"with": 8})
