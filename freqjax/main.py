@@ -63,9 +63,13 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--config is required, e.g. --config configs/dct_demo.py")
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required, e.g. --workdir runs/dct_demo")
-    mode = _MODE.value or config.get("mode")
+    try:
+        config_mode = config.get("mode")
+    except OSError as err:  # ml_collections defers a missing config file's error to first use
+        _fail(str(err).split("\n")[0] + ": " + " ".join(str(err).split("\n")[1:]))
+    mode = _MODE.value or config_mode
     # a dct_demo config only runs the demo; a training config trains or evaluates
-    allowed = ("dct_demo",) if config.get("mode") == "dct_demo" else ("train", "eval", "input_bench")
+    allowed = ("dct_demo",) if config_mode == "dct_demo" else ("train", "eval", "input_bench")
     if mode not in allowed:
         raise app.UsageError(f"mode must be one of {list(allowed)} for this config, got {mode!r}")
     with config.unlocked():
@@ -78,8 +82,33 @@ def main(argv: list[str]) -> None:
         _train_or_eval(config, _WORKDIR.value, mode)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing with a one-line error for a bad config file, variant or ``--config.x=y`` override."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
+        inner: BaseException = err
+        while True:  # the user's message is in the innermost error (ml_collections wraps it once or twice)
+            if inner.args and isinstance(inner.args[0], BaseException):
+                inner = inner.args[0]
+            elif isinstance(inner, flags.Error) and (inner.__cause__ or inner.__context__):
+                inner = inner.__cause__ or inner.__context__
+            else:
+                break
+        message = inner.args[0] if inner.args and isinstance(inner.args[0], str) else str(inner)
+        _fail(message)
+        raise  # unreachable: _fail exits
+
+
+def _fail(message: str) -> None:
+    if "Traceback (most recent call last)" in message:  # an error raised inside the config file: its last line
+        message = message.strip().splitlines()[-1]
+    print(f"freqjax.main: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
     from freqjax.runtime import reexec_with_malloc_tuning
 
     reexec_with_malloc_tuning()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

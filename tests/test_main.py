@@ -187,11 +187,16 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(env, tmp_pat
         ("--config.learning_rat=0.1", 'Did you mean "learning_rate"'),
         ("--config.dataset=folder:/no/such/data", "is not an existing directory"),
         ("--config.batch_size=12", "not divisible by the device count 8"),
+        ("--config.batch_size=abc", "invalid literal for int()"),
+        ("--config.model=efun_s_plu", "unknown model name 'efun_s_plu'; did you mean efun_s_plus"),
+        ("--config.dataset=synthtic", "did you mean 'synthetic'"),
     ],
 )
 def test_bad_inputs_give_one_line_errors(env, tmp_path, override, message):
     out = run(env, tmp_path, *TINY, override)
     assert out.returncode != 0 and message in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("freqjax.main: error: ")
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -201,3 +206,14 @@ def test_input_bench_measures_the_pipeline_alone(env, tmp_path):
     result = json.loads(out.stdout.split("RESULT ")[-1])
     assert result["batches"] == 10 and result["input_images_per_s"] > 0
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bad_config_file_or_variant_gives_one_line_errors(env, tmp_path):
+    for config, message in (
+        ("configs/cifar_quick.py:synthetc", "variant must be one of"),
+        ("configs/nope.py", "nope.py"),
+    ):
+        out = run(env, tmp_path, "--config", config)
+        assert out.returncode == 2 and message in out.stderr
+        (line,) = out.stderr.strip().splitlines()
+        assert line.startswith("freqjax.main: error: ")
