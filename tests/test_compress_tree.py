@@ -257,3 +257,32 @@ def test_cli_compresses_and_reports(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["compress", "--model", "mobilenetv2_100", "--g", "7", "--r", "2", "--out", str(tmp_path / "bad.npz")])
     assert not (tmp_path / "bad.npz").exists() and math.isfinite(rep["compress_seconds"])
+
+
+def test_cli_reads_pytorch_weights(tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+    torch = pytest.importorskip("torch")
+    from freqjax.profile import main
+
+    sd = timm.create_model("mobilenetv2_100", pretrained=False).state_dict()
+    torch.save(sd, tmp_path / "mb.pth")
+    w = sd["conv_head.weight"].numpy()
+    main(
+        [
+            "compress",
+            "--model",
+            "mobilenetv2_100",
+            "--weights",
+            str(tmp_path / "mb.pth"),
+            "--rule",
+            "conv_head.weight",
+            "--r",
+            "1",
+            "--out",
+            str(tmp_path / "c.npz"),
+        ]
+    )
+    assert "conv_head.weight" in capsys.readouterr().out
+    node = load(tmp_path / "c.npz")["params"]["conv_head"]["kernel"]
+    back = np.asarray(node.weight()).transpose(3, 2, 0, 1)  # Flax layout -> PyTorch layout
+    assert np.linalg.norm(back - w) / np.linalg.norm(w) < 1e-5
