@@ -286,3 +286,19 @@ def test_cli_reads_pytorch_weights(tmp_path, capsys):
     node = load(tmp_path / "c.npz")["params"]["conv_head"]["kernel"]
     back = np.asarray(node.weight()).transpose(3, 2, 0, 1)  # Flax layout -> PyTorch layout
     assert np.linalg.norm(back - w) / np.linalg.norm(w) < 1e-5
+
+
+def test_cli_reads_freqjax_npz_weights(shapes, tmp_path, capsys):
+    from freqjax.compress.cli import _random_weights
+    from freqjax.profile import main
+
+    variables = _random_weights(shapes["mobilenetv2_100"], seed=3)
+    save(variables, tmp_path / "mb.npz")
+    argv = ["compress", "--model", "mobilenetv2_100", "--rule", "conv_head.weight", "--r", "1"]
+    main([*argv, "--weights", str(tmp_path / "mb.npz"), "--out", str(tmp_path / "c.npz")])
+    node = load(tmp_path / "c.npz")["params"]["conv_head"]["kernel"]
+    w = variables["params"]["conv_head"]["kernel"]
+    assert np.linalg.norm(np.asarray(node.weight()) - w) / np.linalg.norm(w) < 1e-5
+    with pytest.raises(SystemExit):  # an already compressed checkpoint is refused, nothing written
+        main([*argv, "--weights", str(tmp_path / "c.npz"), "--out", str(tmp_path / "again.npz")])
+    assert "already compressed" in capsys.readouterr().err and not (tmp_path / "again.npz").exists()

@@ -5,8 +5,9 @@ Example::
     python -m freqjax.profile compress --model resnet50 --g 4 --strategy progressive_r --r-prime 1 \\
         --weights resnet50.pth --out r50_g4_rp1.npz --report runs/compress_r50
 
-Weights come from a PyTorch state_dict (``--weights *.pth``, converted strictly) or, without
-``--weights``, from the model's random initialisation (the timing is the same; nSSE then
+Weights come from a PyTorch state_dict (``--weights *.pth``, converted strictly), a freqjax
+variables dict saved with :func:`freqjax.compress.save` (``--weights *.npz``) or, without
+``--weights``, from random He-normal weights (the timing is the same; nSSE then
 describes random filters). Prints one line per layer as it finishes (g, r, t, nSSE, seconds), the
 totals (:func:`freqjax.compress.count`) and the wall time; ``--out`` writes the compressed
 checkpoint, ``--report`` a folder with report.json and the nSSE-vs-kept-fraction curves (CSV and
@@ -41,7 +42,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``compress`` subcommand on a subparsers object."""
     c = sub.add_parser("compress", help="DCT weight compression by tensor reordering of a whole network")
     c.add_argument("--model", required=True, help="registered model name, e.g. resnet50, mobilenetv2_100")
-    c.add_argument("--weights", default=None, help="PyTorch state_dict file (.pth/.pt); default: random init")
+    c.add_argument(
+        "--weights",
+        default=None,
+        help="PyTorch state_dict (.pth/.pt) or freqjax variables saved by freqjax.compress.save (.npz); "
+        "default: random init",
+    )
     c.add_argument("--rule", default=None, help="preset or comma-separated glob patterns (default: the model's preset)")
     c.add_argument("--strategy", choices=["uniform", "progressive_r", "progressive_g"], default="uniform")
     c.add_argument("--g", type=_positive_int, default=None, help="rows of the (g, N/g) view (default 4)")
@@ -85,6 +91,17 @@ def _variables(args: argparse.Namespace) -> dict:
     from freqjax.models import create_model, model_info
 
     info = model_info(args.model)
+    if args.weights is not None and args.weights.endswith(".npz"):
+        from freqjax.compress.storage import load
+        from freqjax.compress.tree import CompressedTensor
+
+        variables = load(args.weights)  # a freqjax variables dict written by freqjax.compress.save
+        if any(
+            isinstance(x, CompressedTensor)
+            for x in jax.tree.leaves(variables, is_leaf=lambda x: isinstance(x, CompressedTensor))
+        ):
+            raise ValueError(f"--weights {args.weights!r} is already compressed")
+        return variables
     if args.weights is not None:
         from freqjax.convert import load_torch_checkpoint
 
