@@ -95,6 +95,7 @@ def leaf_table(variables: Mapping[str, Any]) -> tuple[dict[tuple[str, ...], tupl
 
 
 def _is_coded(x: object) -> bool:
+    # By name: freqjax.compress.tree (which defines the class) imports this module.
     return type(x).__name__ == "CompressedTensor"
 
 
@@ -237,7 +238,8 @@ def make_plan(  # noqa: PLR0917  (the issue's public signature)
     for p in patterns:
         if not any(fnmatch.fnmatchcase(n, p) or fnmatch.fnmatchcase("/".join(path), p) for path, n, _, _ in chosen):
             raise ValueError(
-                f"rule pattern {p!r} matches no leaf of variables['params'] (e.g. {next(iter(names.values()))!r})"
+                f"rule pattern {p!r} matches no leaf of variables['params'] (names look like "
+                f"{next(iter(names.values()))!r}; presets: {sorted(PRESETS)})"
             )
     if not chosen:
         raise ValueError(f"rule {rule!r} selects no leaf of variables['params']")
