@@ -18,7 +18,7 @@ import grain.python as grain
 import jax
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer"]
+__all__ = ["Checkpointer", "load_weights", "merge_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +86,63 @@ class Checkpointer:
         """Finish pending saves and release the manager."""
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _flat(tree) -> dict[str, object]:
+    return {
+        "/".join(str(getattr(k, "key", k)) for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
+def load_weights(path: str | os.PathLike) -> dict:
+    """``{'params': ..., 'batch_stats': ...}`` of a freqjax checkpoint, as host arrays.
+
+    Args:
+        path: a training workdir (its newest checkpoint), its ``checkpoints`` folder, or one
+            ``checkpoints/<step>`` directory.
+
+    Raises:
+        ValueError: no checkpoint there.
+    """
+    path = Path(path)
+    for candidate in (path, path / "checkpoints"):
+        steps = (
+            sorted((p for p in candidate.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+            if candidate.is_dir()
+            else []
+        )
+        if steps:
+            path = steps[-1]
+            break
+    if not (path / "state").is_dir():
+        raise ValueError(f"init_from {str(path)!r} is not a freqjax workdir or checkpoint (no state/ inside)")
+    state = ocp.StandardCheckpointer().restore(path.absolute() / "state")
+    return {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
+
+
+def merge_weights(target: dict, loaded: dict, may_be_missing) -> tuple[dict, int]:
+    """Replace the leaves of ``target`` with ``loaded``'s of the same path; returns (tree, count loaded).
+
+    Raises:
+        ValueError: a shape mismatch, or a target leaf missing from ``loaded`` for which
+            ``may_be_missing(path)`` is false (frozen weights must come from the checkpoint).
+    """
+    source = _flat(loaded)
+    count = 0
+
+    def pick(path, leaf):
+        nonlocal count
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        if name not in source:
+            if not may_be_missing(name):
+                raise ValueError(
+                    f"init_from checkpoint has no {name!r}, which is frozen (not matched by config.trainable)"
+                )
+            return leaf
+        value = source[name]
+        if tuple(value.shape) != tuple(leaf.shape):
+            raise ValueError(f"init_from {name!r} has shape {tuple(value.shape)}, the model needs {tuple(leaf.shape)}")
+        count += 1
+        return jax.numpy.asarray(value, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(pick, target), count

@@ -7,6 +7,7 @@ recipe fixes; :func:`validate_train_config` runs before anything is compiled or 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 import ml_collections
@@ -129,6 +130,8 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.min_lr = 0.0
     c.label_smoothing = 0.0
     c.ema_decay = 0.0  # 0: no EMA
+    c.trainable = ""  # regex over parameter paths ('blocks_0_0/conv_pw/kernel'): only matches train; '' = all
+    c.init_from = ""  # workdir (newest checkpoint) or checkpoints/<step> dir to start a fresh run's weights from
     c.grad_clip_norm = 0.0  # 0: no clipping
     c.seed = 0
     # loop
@@ -157,6 +160,20 @@ def model_options(model: str, **overrides) -> ml_collections.ConfigDict:
     check_keys(ml_collections.ConfigDict(overrides), options.keys(), where=f"model_options of {model!r}")
     options.update(overrides)
     return options
+
+
+def _check_trainable(config: ml_collections.ConfigDict) -> None:
+    if not config.trainable:
+        return
+    try:
+        re.compile(config.trainable)
+    except re.error as err:
+        raise ValueError(f"config.trainable must be a regular expression, got {config.trainable!r} ({err})") from None
+    if not config.init_from:
+        raise ValueError(
+            f"config.trainable={config.trainable!r} freezes the other parameters, so config.init_from must name "
+            "the run (workdir or checkpoint) whose weights they keep"
+        )
 
 
 def validate_train_config(config: ml_collections.ConfigDict) -> None:
@@ -204,6 +221,7 @@ def validate_train_config(config: ml_collections.ConfigDict) -> None:
         _check_number("drop_rate", config.drop_rate, 0.0, 1.0, high_open=True)
     if sorted(config.boundaries) != list(config.boundaries) or any(b <= 0 for b in config.boundaries):
         raise ValueError(f"config.boundaries must be increasing positive epochs, got {config.boundaries!r}")
+    _check_trainable(config)
     keep = tuple(config.dct_keep)
     if len(keep) != 3 or not all(isinstance(k, int) and 1 <= k <= 64 for k in keep):
         raise ValueError(f"config.dct_keep must be three integers in 1..64 (Y, Cb, Cr), got {config.dct_keep!r}")

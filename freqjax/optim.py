@@ -30,6 +30,7 @@ Weight decay is L2 added to the gradient before the optimiser (TF's loss term, t
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import jax
@@ -45,6 +46,7 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "rmsprop_tf",
+    "trainable_labels",
     "weight_decay_mask",
 ]
 
@@ -119,12 +121,27 @@ def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, total
     return _warmup(sched, lr, warmup, float(config.warmup_init_lr))
 
 
+def trainable_labels(pattern: str):
+    """Label function for ``optax.multi_transform``: 'train' where the '/'-joined path matches ``pattern``."""
+    regex = re.compile(pattern)
+
+    def labels(params):
+        def label(path, _):
+            name = "/".join(str(getattr(k, "key", k)) for k in path)
+            return "train" if regex.search(name) else "frozen"
+
+        return jax.tree_util.tree_map_with_path(label, params)
+
+    return labels
+
+
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
     """Gradient clipping (optional) -> L2 weight decay on kernels -> the configured optimiser.
 
     ``config.optimizer``: 'rmsprop_tf' (:func:`rmsprop_tf` with ``rmsprop_decay``, ``momentum``,
     ``rmsprop_eps``), 'sgd' / 'nesterov' (momentum SGD, torch-style: ``w -= lr * trace``),
-    'adamw' (decoupled decay: ``weight_decay`` is passed to adamw instead).
+    'adamw' (decoupled decay: ``weight_decay`` is passed to adamw instead). With
+    ``config.trainable`` (a regex over parameter paths) every other parameter gets zero updates.
     """
     kind = config.optimizer
     parts = []
@@ -140,7 +157,10 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) 
         parts.append(optax.adamw(schedule, weight_decay=config.weight_decay, mask=weight_decay_mask))
     else:
         raise ValueError(f"config.optimizer must be one of {OPTIMIZERS}, got {kind!r}")
-    return optax.chain(*parts)
+    tx = optax.chain(*parts)
+    if config.trainable:  # e.g. LeFUN: train only the learnable front of a frozen eFUN
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, trainable_labels(config.trainable))
+    return tx
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import signal
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from freqjax import optim, parallel, steps
-from freqjax.checkpoint import Checkpointer
+from freqjax.checkpoint import Checkpointer, load_weights, merge_weights
 from freqjax.config import validate_train_config
 from freqjax.data.loader import eval_batches, train_loader
 from freqjax.data.sources import make_source
@@ -113,7 +114,33 @@ class Setup:
         init = functools.partial(
             steps.init_state, self.model, self.tx, seed=self.config.seed, ema=self.config.ema_decay > 0
         )
-        return jax.jit(init, out_shardings=self.rep)(sample)
+        state = jax.jit(init, out_shardings=self.rep)(sample)
+        if self.config.init_from:
+            state = self._load_init(state)
+        return state
+
+    def _load_init(self, state: steps.TrainState) -> steps.TrainState:
+        # weights (and BN statistics) from another run; parameters matched by config.trainable may be new
+        regex = re.compile(self.config.trainable) if self.config.trainable else None
+        loaded = load_weights(self.config.init_from)
+        params, n = merge_weights(state.params, loaded["params"], lambda name: bool(regex and regex.search(name)))
+        stats, _ = merge_weights(state.batch_stats, loaded["batch_stats"], lambda name: True)
+        if n == 0:
+            raise ValueError(
+                f"config.init_from={self.config.init_from!r} shares no parameter with {self.config.model!r}"
+            )
+        if jax.process_index() == 0:
+            print(
+                f"init_from {self.config.init_from}: loaded {n} of {len(jax.tree_util.tree_leaves(params))} parameters"
+            )
+        params, stats = jax.device_put((params, stats), self.rep)
+        ema = self.config.ema_decay > 0
+        return state.replace(
+            params=params,
+            batch_stats=stats,
+            ema_params=jax.tree_util.tree_map(jnp.copy, params) if ema else {},
+            ema_batch_stats=jax.tree_util.tree_map(jnp.copy, stats) if ema else {},
+        )
 
     def abstract_state(self):
         """Shapes, dtypes and shardings of the state (for restoring without initialising)."""

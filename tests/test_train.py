@@ -264,3 +264,42 @@ def test_config_files_expose_model_options_for_command_line_overrides():
 
     with pytest.raises(ValueError, match="'with' -> 'width'"):
         model_options("cifar_resnet8", **{"with": 8})
+
+
+def test_init_from_and_trainable_freeze_all_but_the_matched_parameters(tmp_path):
+    base = train.Setup(_config(seed=1), str(tmp_path / "base"))  # another seed: its weights differ from a fresh init
+    ckpt = Checkpointer(tmp_path / "base" / "checkpoints")
+    ckpt.save(1, base.init_state(), iter(base.train_loader()))
+    ckpt.close()
+    with pytest.raises(ValueError, match=r"config\.init_from must name"):
+        validate_train_config(_config(trainable="^fc/"))
+    s = train.Setup(
+        _config(trainable="^fc/", init_from=str(tmp_path / "base"), model_options={"width": 16}), str(tmp_path)
+    )
+    from freqjax.checkpoint import load_weights
+
+    loaded = load_weights(tmp_path / "base")
+    state = s.init_state()
+    assert not np.allclose(
+        train.Setup(_config(), str(tmp_path)).init_state().params["conv1"]["kernel"],
+        loaded["params"]["conv1"]["kernel"],
+    )
+    np.testing.assert_array_equal(state.params["conv1"]["kernel"], loaded["params"]["conv1"]["kernel"])
+    np.testing.assert_array_equal(state.batch_stats["bn1"]["mean"], loaded["batch_stats"]["bn1"]["mean"])
+    conv_before, fc_before = np.array(state.params["conv1"]["kernel"]), np.array(state.params["fc"]["kernel"])
+    batch = next(iter(s.train_loader()))
+    state, _ = s.train_step(state, parallel.global_batch(batch, s.mesh))
+    np.testing.assert_array_equal(state.params["conv1"]["kernel"], conv_before)  # frozen
+    assert not np.allclose(state.params["fc"]["kernel"], fc_before)  # trained
+
+
+def test_merge_weights_is_strict_about_shapes_and_frozen_parameters():
+    from freqjax.checkpoint import merge_weights
+
+    target = {"front": {"kernel": jnp.zeros((2, 2))}, "fc": {"kernel": jnp.zeros(3)}}
+    merged, n = merge_weights(target, {"fc": {"kernel": np.ones(3)}}, lambda name: name.startswith("front/"))
+    assert n == 1 and float(merged["fc"]["kernel"].sum()) == 3 and float(merged["front"]["kernel"].sum()) == 0
+    with pytest.raises(ValueError, match="has shape"):
+        merge_weights(target, {"fc": {"kernel": np.ones(4)}, "front": {"kernel": np.ones((2, 2))}}, lambda name: False)
+    with pytest.raises(ValueError, match="no 'front/kernel', which is frozen"):
+        merge_weights(target, {"fc": {"kernel": np.ones(3)}}, lambda name: False)
