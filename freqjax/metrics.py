@@ -1,5 +1,7 @@
 """Metrics sinks: JSONL (one object per line), TensorBoard event files, a console progress bar.
 
+``python -m freqjax.metrics WORKDIR`` prints a run's curve from its ``metrics.jsonl``.
+
 TensorBoard files are written directly (TFRecord framing + a hand-encoded ``Event`` protobuf with
 scalar ``Summary`` values), so no TensorFlow or tensorboard package is needed to produce them;
 ``tensorboard --logdir WORKDIR`` reads them.
@@ -15,7 +17,7 @@ import struct
 import time
 from pathlib import Path
 
-__all__ = ["JsonlWriter", "MetricWriter", "ProgressBar", "TensorBoardWriter", "crc32c"]
+__all__ = ["JsonlWriter", "MetricWriter", "ProgressBar", "TensorBoardWriter", "crc32c", "summarize"]
 
 
 def _crc_table() -> list[int]:
@@ -184,3 +186,45 @@ class ProgressBar:
         """Close the bar."""
         if self._bar is not None:
             self._bar.close()
+
+
+def summarize(workdir: str | os.PathLike) -> list[dict]:
+    """One row per evaluation of a run: step, epoch, mean train loss/accuracy and images/s since the
+    previous evaluation, eval top-1/top-5 (and EMA top-1), from ``WORKDIR/metrics.jsonl``.
+
+    Raises:
+        ValueError: no ``metrics.jsonl`` in ``workdir``.
+    """
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        raise ValueError(f"no metrics.jsonl in {str(workdir)!r}")
+    rows, train = [], []
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if "train/loss" in record:
+            train.append(record)
+        elif "eval/top1" in record:
+            row = {"step": record["step"], "eval_top1": record["eval/top1"], "eval_top5": record["eval/top5"]}
+            if train:
+                row["epoch"] = train[-1]["train/epoch"]
+                for key in ("loss", "accuracy", "images_per_s"):
+                    row[f"train_{key}"] = sum(t[f"train/{key}"] for t in train) / len(train)
+            rows.append(row)
+            train = []
+        elif "eval_ema/top1" in record and rows and rows[-1]["step"] == record["step"]:
+            rows[-1]["eval_ema_top1"] = record["eval_ema/top1"]
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m freqjax.metrics WORKDIR")
+    print(f"{'step':>8} {'epoch':>7} {'loss':>8} {'acc':>7} {'img/s':>8} {'top1':>7} {'top5':>7} {'ema top1':>8}")
+    for r in summarize(sys.argv[1]):
+        print(
+            f"{r['step']:>8} {r.get('epoch', float('nan')):>7.2f} {r.get('train_loss', float('nan')):>8.4f} "
+            f"{r.get('train_accuracy', float('nan')):>7.4f} {r.get('train_images_per_s', float('nan')):>8.1f} "
+            f"{r['eval_top1']:>7.4f} {r['eval_top5']:>7.4f} {r.get('eval_ema_top1', float('nan')):>8.4f}"
+        )

@@ -303,3 +303,27 @@ def test_merge_weights_is_strict_about_shapes_and_frozen_parameters():
         merge_weights(target, {"fc": {"kernel": np.ones(4)}, "front": {"kernel": np.ones((2, 2))}}, lambda name: False)
     with pytest.raises(ValueError, match="no 'front/kernel', which is frozen"):
         merge_weights(target, {"fc": {"kernel": np.ones(3)}}, lambda name: False)
+
+
+def test_summarize_gives_one_row_per_evaluation(tmp_path):
+    from freqjax.metrics import summarize
+
+    writer = MetricWriter(tmp_path)
+    for step, loss in ((1, 2.0), (2, 1.0)):
+        writer.write(step, "train", {"loss": loss, "accuracy": 0.5, "images_per_s": 10.0, "epoch": step / 2})
+    writer.write(2, "eval", {"top1": 0.6, "top5": 0.9})
+    writer.write(2, "eval_ema", {"top1": 0.65, "top5": 0.9})
+    writer.close()
+    (row,) = summarize(tmp_path)
+    assert row == {
+        "step": 2,
+        "eval_top1": 0.6,
+        "eval_top5": 0.9,
+        "epoch": 1.0,
+        "train_loss": 1.5,
+        "train_accuracy": 0.5,
+        "train_images_per_s": 10.0,
+        "eval_ema_top1": 0.65,
+    }
+    with pytest.raises(ValueError, match=r"no metrics\.jsonl"):
+        summarize(tmp_path / "missing")
