@@ -46,6 +46,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
         c.log_every_steps = 20
     else:
         c.dataset = "synthetic"
+        c.augment = "none"  # a horizontal flip turns a grating at angle t into one at pi - t: another class
         c.synthetic_size = 4096
         c.batch_size = 64
         c.num_train_steps = 300
