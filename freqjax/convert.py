@@ -9,6 +9,8 @@ unexpected or mis-shaped key is an error that lists them all: nothing loads sile
 
 Covers timm's names for every registered inverted-residual model and the FUN repository's eFUN
 checkpoints (timm 0.2.2 EfficientNet names, which are the same, with no ``conv_stem``/``bn1``).
+ReXNet checkpoints in timm's or the official clovaai/rexnet layout (``features.N...``) are renamed
+first by :func:`freqjax.models.rexnet.reference_to_freqjax_keys`.
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ def _infer_num_classes(state_dict: Mapping[str, Any]) -> int:
     for key in ("classifier.weight", "fc.weight", "head.fc.weight"):
         if key in state_dict:
             return int(state_dict[key].shape[0])
+    # Wrapped networks (MSNet's low./high. copies): a prefixed 2-D classifier weight.
+    for key, value in state_dict.items():
+        if key.endswith((".classifier.weight", ".fc.weight")) and len(value.shape) == 2:
+            return int(value.shape[0])
     return 0
 
 
@@ -102,6 +108,10 @@ def from_torch(
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
     info = model_info(name)
+    if name.startswith("rexnet"):  # timm's / clovaai's ReXNet layouts differ from the builder's names
+        from freqjax.models.rexnet import reference_to_freqjax_keys
+
+        state_dict = reference_to_freqjax_keys(state_dict, name)
     if num_classes is None:
         num_classes = _infer_num_classes(state_dict)
     model = create_model(name, num_classes=num_classes, depthwise_impl="lax", **options)

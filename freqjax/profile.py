@@ -7,6 +7,8 @@ Commands:
     latency  forward ms/image of freqjax models (jit, eval mode) and of the same architectures in
              PyTorch/timm (eval, inference_mode) on the same CPU and thread count, with the ratio
              torch / freqjax (> 1: freqjax faster) and the eFUN / EfficientNet-B0 speed ratio.
+    compress DCT weight compression of a whole network (freqjax.compress): time per layer,
+             counts, nSSE; optional compressed checkpoint and report (freqjax/compress/cli.py).
 
 Example::
 
@@ -226,6 +228,9 @@ def _parser() -> argparse.ArgumentParser:
     lat.add_argument("--no-torch", action="store_true", help="time freqjax only")
     lat.add_argument("--json", action="store_true", help="one JSON line per result")
     lat.set_defaults(func=_cmd_latency)
+    from freqjax.compress.cli import add_parser as add_compress_parser
+
+    add_compress_parser(sub)
     return p
 
 
@@ -238,6 +243,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             _parser().error(f"--size must be a multiple of {mult} for --chroma {args.chroma}, got {args.size}")
     if args.command == "latency":
         _check_latency_args(args)
+    if args.command == "compress":
+        try:
+            args.func(args)
+        except ValueError as e:  # bad settings for this model: a usage error, nothing was written
+            _parser().error(str(e))
+        return
     args.func(args)
 
 

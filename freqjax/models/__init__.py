@@ -5,7 +5,7 @@ to one builder (:mod:`freqjax.models.builder`). Models take NHWC input and are c
 ``model.init(rng, x, train=False)`` / ``model.apply(variables, x, train=..., rngs=...)``.
 """
 
-from freqjax.models import efficientnet, mobilenet  # noqa: F401  (registers the models)
+from freqjax.models import cifar, densenet, efficientnet, mobilenet, mobilenetv1, msnet, resnet, rexnet  # noqa: F401  (registers the models)
 from freqjax.models.registry import INPUT_KINDS, ModelInfo, create_model, list_models, model_info
 
 __all__ = ["INPUT_KINDS", "ModelInfo", "create_model", "list_models", "model_info"]
