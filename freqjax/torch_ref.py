@@ -261,3 +261,35 @@ _BUILDERS |= {
     f"msnet_{b}": lambda n, b=b: msnet_reference(b, n)
     for b in ("resnet18", "mobilenetv1_025", "mobilenetv1_050", "mobilenetv1_075", "mobilenetv1_100", "densenet121")
 }
+
+
+def _cifar_resnet(blocks_per_stage: int, num_classes: int, width: int = 16) -> Any:
+    """The CIFAR ResNets of :mod:`freqjax.models.cifar` from torchvision's ``BasicBlock``."""
+    from torch import nn
+    from torchvision.models.resnet import BasicBlock
+
+    def stage(cin: int, cout: int, stride: int) -> nn.Sequential:
+        down = None
+        if stride != 1 or cin != cout:
+            down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        rest = [BasicBlock(cout, cout) for _ in range(blocks_per_stage - 1)]
+        return nn.Sequential(BasicBlock(cin, cout, stride, down), *rest)
+
+    class CifarResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.layer1 = stage(width, width, 1)
+            self.layer2 = stage(width, 2 * width, 2)
+            self.layer3 = stage(2 * width, 4 * width, 2)
+            self.fc = nn.Linear(4 * width, num_classes)
+
+        def forward(self, x):
+            x = nn.functional.relu(self.bn1(self.conv1(x)))
+            return self.fc(self.layer3(self.layer2(self.layer1(x))).mean((2, 3)))
+
+    return CifarResNet()
+
+
+_BUILDERS |= {f"cifar_resnet{d}": lambda n, d=d: _cifar_resnet((d - 2) // 6, n) for d in (8, 14, 20)}
