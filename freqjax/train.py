@@ -278,8 +278,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 skipped_total = _report_skipped(step, summary, is_main)
                 writer.write(step, "train", summary)
                 bar.update(len(pending), loss=summary["loss"], img_s=summary["images_per_s"])
-                pending, result["train"] = [], summary
-                tick = time.perf_counter()  # the next summary's images/s covers its own steps only
+                # The next summary's images/s covers its own steps only.
+                pending, result["train"], tick = [], summary, time.perf_counter()
             if do_eval:
                 result.update(s.evaluate_all(state, step, writer))
             if do_ckpt:
