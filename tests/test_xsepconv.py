@@ -195,6 +195,20 @@ def test_baseline_of_xsep_equals_mobilenetv3_small():
     assert sizes(mobilenetv3_small_xsep_spec(1.0, xsep=False), 32, 10)[0] == expected
 
 
+def test_xsep_false_option_registers_the_dw_baseline_at_small_input_strides():
+    def model_sizes(**options):
+        model = create_model("mobilenetv3_small_100_xsep", num_classes=10, cifar=True, **options)
+        x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+        variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+        return count_params(variables), count_macs(model, (32, 32, 3))
+
+    assert model_sizes(xsep=False) == sizes(mobilenetv3_small_xsep_spec(1.0, setting="cifar", xsep=False), 32, 10)
+    assert model_sizes() == sizes(mobilenetv3_small_xsep_spec(1.0, setting="cifar"), 32, 10)
+    assert model_sizes()[0] < model_sizes(xsep=False)[0]
+    with pytest.raises(TypeError, match="xsep must be a bool"):
+        create_model("mobilenetv3_small_100_xsep", xsep="no")
+
+
 def test_tiny_imagenet_setting_saves_the_papers_4_75_percent():
     # Paper 4.2: "saving 4.75 % of the computational cost on Tiny-ImageNet" (56 px crops, 200 classes).
     base = sizes(mobilenetv3_small_xsep_spec(1.0, setting="tiny_imagenet", xsep=False), 56, 200)[1]

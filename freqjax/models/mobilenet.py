@@ -163,16 +163,18 @@ def _xsep_model(
     padding: str,
     cifar: bool,
     tiny_imagenet: bool,
+    xsep: bool,
     **common,
 ) -> MBNet:
-    for arg, value in (("downsample", downsample), ("cifar", cifar), ("tiny_imagenet", tiny_imagenet)):
+    flags = (("downsample", downsample), ("cifar", cifar), ("tiny_imagenet", tiny_imagenet), ("xsep", xsep))
+    for arg, value in flags:
         if not isinstance(value, bool):
             raise TypeError(f"{arg} must be a bool, got {value!r}")
     if cifar and tiny_imagenet:
         raise ValueError("cifar and tiny_imagenet are exclusive settings; pick one")
     setting = "cifar" if cifar else "tiny_imagenet" if tiny_imagenet else "imagenet"
     spec = mobilenetv3_small_xsep_spec(
-        width, kernel=kernel, downsample=downsample, form=form, padding=padding, setting=setting
+        width, kernel=kernel, downsample=downsample, form=form, padding=padding, setting=setting, xsep=xsep
     )
     return MBNet(spec, **common)
 
@@ -197,6 +199,7 @@ _XSEP_OPTIONS = (
     ("padding", "improved"),
     ("cifar", False),
     ("tiny_imagenet", False),
+    ("xsep", True),  # False: the same experiment's depthwise baseline (same strides and kernels)
 )
 for _w, _width in XSEP_WIDTHS.items():
     _name = f"mobilenetv3_small_{_w}_xsep"
