@@ -17,28 +17,11 @@ import jax.numpy as jnp
 
 from freqjax.models.layers import batch_norm, conv2d, dense_init
 from freqjax.models.registry import ModelInfo, register
+from freqjax.models.resnet import BasicBlock
 
 __all__ = ["CifarResNet"]
 
 Dtype = Any
-
-
-class _BasicBlock(nn.Module):
-    features: int
-    stride: int
-    dtype: Dtype
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        shortcut = x
-        y = conv2d(self.features, 3, self.stride, name="conv1", dtype=self.dtype)(x)
-        y = nn.relu(batch_norm(train, name="bn1", dtype=self.dtype)(y))
-        y = conv2d(self.features, 3, 1, name="conv2", dtype=self.dtype)(y)
-        y = batch_norm(train, name="bn2", dtype=self.dtype)(y)
-        if self.stride != 1 or x.shape[-1] != self.features:
-            shortcut = conv2d(self.features, 1, self.stride, name="downsample_0", dtype=self.dtype)(x)
-            shortcut = batch_norm(train, name="downsample_1", dtype=self.dtype)(shortcut)
-        return nn.relu(y + shortcut)
 
 
 class CifarResNet(nn.Module):
@@ -58,10 +41,21 @@ class CifarResNet(nn.Module):
             raise ValueError(f"x must be NHWC with 3 channels, got shape {getattr(x, 'shape', type(x))}")
         x = conv2d(self.width, 3, 1, name="conv1", dtype=self.dtype)(x.astype(self.dtype))
         x = nn.relu(batch_norm(train, name="bn1", dtype=self.dtype)(x))
+        index, num_blocks = 0, 3 * self.blocks_per_stage
         for stage in range(3):
             for i in range(self.blocks_per_stage):
                 stride = 2 if stage > 0 and i == 0 else 1
-                x = _BasicBlock(self.width * 2**stage, stride, self.dtype, name=f"layer{stage + 1}_{i}")(x, train)
+                features = self.width * 2**stage
+                x = BasicBlock(
+                    features,
+                    stride,
+                    downsample=stride != 1 or x.shape[-1] != features,
+                    drop_path=self.drop_path_rate * index / num_blocks,
+                    dtype=self.dtype,
+                    zero_init_last=False,
+                    name=f"layer{stage + 1}_{i}",
+                )(x, train)
+                index += 1
         x = jnp.mean(x, axis=(1, 2))
         if self.num_classes == 0:
             return x

@@ -45,6 +45,7 @@ class _ResBlock(nn.Module):
     downsample: bool = False
     drop_path: float = 0.0
     dtype: Dtype = jnp.float32
+    zero_init_last: bool = True  # timm's default; torchvision's (and the CIFAR ResNets') is False
 
     def _shortcut(self, x: jax.Array, out: int, train: bool) -> jax.Array:
         if not self.downsample:
@@ -67,7 +68,7 @@ class BasicBlock(_ResBlock):
         y = conv2d(self.planes, 3, self.stride, name="conv1", dtype=self.dtype)(x)
         y = jax.nn.relu(_bn(train, "bn1", self.dtype)(y))
         y = conv2d(self.planes, 3, 1, name="conv2", dtype=self.dtype)(y)
-        y = _bn(train, "bn2", self.dtype, zero=True)(y)
+        y = _bn(train, "bn2", self.dtype, zero=self.zero_init_last)(y)
         return self._finish(x, y, train)
 
 
@@ -83,7 +84,7 @@ class Bottleneck(_ResBlock):
         y = conv2d(self.planes, 3, self.stride, name="conv2", dtype=self.dtype)(y)
         y = jax.nn.relu(_bn(train, "bn2", self.dtype)(y))
         y = conv2d(self.planes * self.expansion, 1, 1, name="conv3", dtype=self.dtype)(y)
-        y = _bn(train, "bn3", self.dtype, zero=True)(y)
+        y = _bn(train, "bn3", self.dtype, zero=self.zero_init_last)(y)
         return self._finish(x, y, train)
 
 
