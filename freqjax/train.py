@@ -218,6 +218,9 @@ class Setup:
 
 
 def _summarise(pending: list[tuple[int, dict]], last_ckpt: int | None, ckpt_dir: Path) -> dict:
+    """Mean metrics of the ``pending`` steps (empty: {}); raises NonFiniteError on a NaN/inf loss."""
+    if not pending:  # SIGTERM right after a log
+        return {}
     fetched = jax.device_get([m for _, m in pending])
     for (step, _), metrics in zip(pending, fetched, strict=True):
         for name in ("loss", "grad_norm"):
@@ -289,7 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 tick = time.perf_counter()  # images/s measures training, not evaluation or saving
         if stop["sigterm"]:
             if last_ckpt != step:  # the signal arrived after this step's checkpoint decision
-                _summarise(pending, last_ckpt, ckpt_dir)
+                _summarise(pending, last_ckpt, ckpt_dir)  # never checkpoint a non-finite step
                 ckpt.save(step, state, iterator)
             if is_main:
                 print(f"SIGTERM: saved checkpoint at step {step} in {ckpt_dir}; exiting", flush=True)
