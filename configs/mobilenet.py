@@ -11,7 +11,7 @@ but their published numbers come from longer RMSProp recipes (use configs/effici
 
 import ml_collections
 
-from freqjax.config import train_defaults
+from freqjax.config import imagenet_sgd_step_recipe
 
 VARIANTS = ("mobilenetv1_100", "mobilenetv1_075", "mobilenetv1_050", "mobilenetv1_025")
 
@@ -20,23 +20,4 @@ def get_config(arg: str = "mobilenetv1_100") -> ml_collections.ConfigDict:
     """``arg``: one of :data:`VARIANTS`."""
     if arg not in VARIANTS:
         raise ValueError(f"configs/mobilenet.py variant must be one of {VARIANTS}, got {arg!r}")
-    c = train_defaults()
-    c.model = arg
-    c.dataset = "tfds:imagenet2012"
-    c.image_size = 224
-    c.augment = "inception"
-    c.colour_jitter = 0.0
-    c.batch_size = 256
-    c.num_epochs = 120.0
-    c.optimizer = "sgd"
-    c.momentum = 0.9
-    c.learning_rate = 0.1
-    c.weight_decay = 4e-5
-    c.schedule = "piecewise"
-    c.boundaries = (30, 60, 90)
-    c.decay_rate = 0.1
-    c.eval_every_steps = 5000
-    c.checkpoint_every_steps = 2000
-    c.log_every_steps = 100
-    c.worker_count = 8
-    return c
+    return imagenet_sgd_step_recipe(arg, num_epochs=120.0, boundaries=(30, 60, 90), weight_decay=4e-5)

@@ -16,7 +16,7 @@ model's resolution (256, DenseNet 224), eval resize / crop_pct 0.875.
 
 import ml_collections
 
-from freqjax.config import train_defaults
+from freqjax.config import imagenet_sgd_step_recipe
 
 VARIANTS = (
     "msnet_resnet18",
@@ -32,23 +32,10 @@ def get_config(arg: str = "msnet_resnet18") -> ml_collections.ConfigDict:
     """``arg``: one of :data:`VARIANTS`."""
     if arg not in VARIANTS:
         raise ValueError(f"configs/msnet.py variant must be one of {VARIANTS}, got {arg!r}")
-    c = train_defaults()
-    c.model = arg
-    c.dataset = "tfds:imagenet2012"
-    c.image_size = 224 if arg == "msnet_densenet121" else 256
-    c.augment = "inception"
-    c.colour_jitter = 0.0
-    c.batch_size = 256
-    c.num_epochs = 120.0
-    c.optimizer = "sgd"
-    c.momentum = 0.9
-    c.learning_rate = 0.1
-    c.weight_decay = 4e-5 if "mobilenet" in arg else 1e-4
-    c.schedule = "piecewise"
-    c.boundaries = (30, 60, 90)
-    c.decay_rate = 0.1
-    c.eval_every_steps = 5000
-    c.checkpoint_every_steps = 2000
-    c.log_every_steps = 100
-    c.worker_count = 8
-    return c
+    return imagenet_sgd_step_recipe(
+        arg,
+        num_epochs=120.0,
+        boundaries=(30, 60, 90),
+        weight_decay=4e-5 if "mobilenet" in arg else 1e-4,
+        image_size=224 if arg == "msnet_densenet121" else 256,
+    )

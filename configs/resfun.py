@@ -12,30 +12,11 @@ recipe the baselines were trained with.
 
 import ml_collections
 
-from freqjax.config import train_defaults
+from freqjax.config import imagenet_sgd_step_recipe
 
 
 def get_config(arg: str = "resfun") -> ml_collections.ConfigDict:
     """``arg``: 'resfun' (the only variant)."""
     if arg != "resfun":
         raise ValueError(f"configs/resfun.py variant must be 'resfun', got {arg!r}")
-    c = train_defaults()
-    c.model = "resfun"
-    c.dataset = "tfds:imagenet2012"
-    c.image_size = 224
-    c.augment = "inception"
-    c.colour_jitter = 0.0
-    c.batch_size = 256
-    c.num_epochs = 130.0
-    c.optimizer = "sgd"
-    c.momentum = 0.9
-    c.learning_rate = 0.1
-    c.weight_decay = 1e-4
-    c.schedule = "piecewise"
-    c.boundaries = (90, 110)
-    c.decay_rate = 0.1
-    c.eval_every_steps = 5000
-    c.checkpoint_every_steps = 2000
-    c.log_every_steps = 100
-    c.worker_count = 8
-    return c
+    return imagenet_sgd_step_recipe("resfun", num_epochs=130.0, boundaries=(90, 110), weight_decay=1e-4)

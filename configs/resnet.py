@@ -9,7 +9,7 @@ Expected top-1 (torchvision weights, the papers' baseline numbers): ResNet-18 69
 
 import ml_collections
 
-from freqjax.config import train_defaults
+from freqjax.config import imagenet_sgd_step_recipe
 
 VARIANTS = ("resnet18", "resnet34", "resnet50")
 
@@ -18,23 +18,4 @@ def get_config(arg: str = "resnet18") -> ml_collections.ConfigDict:
     """``arg``: one of :data:`VARIANTS`."""
     if arg not in VARIANTS:
         raise ValueError(f"configs/resnet.py variant must be one of {VARIANTS}, got {arg!r}")
-    c = train_defaults()
-    c.model = arg
-    c.dataset = "tfds:imagenet2012"
-    c.image_size = 224
-    c.augment = "inception"
-    c.colour_jitter = 0.0
-    c.batch_size = 256
-    c.num_epochs = 90.0
-    c.optimizer = "sgd"
-    c.momentum = 0.9
-    c.learning_rate = 0.1
-    c.weight_decay = 1e-4
-    c.schedule = "piecewise"
-    c.boundaries = (30, 60)
-    c.decay_rate = 0.1
-    c.eval_every_steps = 5000
-    c.checkpoint_every_steps = 2000
-    c.log_every_steps = 100
-    c.worker_count = 8
-    return c
+    return imagenet_sgd_step_recipe(arg, num_epochs=90.0, boundaries=(30, 60), weight_decay=1e-4)

@@ -16,6 +16,7 @@ __all__ = [
     "check_choice",
     "check_keys",
     "check_positive_int",
+    "imagenet_sgd_step_recipe",
     "model_options",
     "train_defaults",
     "validate_train_config",
@@ -142,6 +143,36 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.log_every_steps = 50
     c.progress_bar = True
     c.inject_nan_at_step = -1  # fault-test hook: make the loss NaN at this step (-1: never)
+    return c
+
+
+def imagenet_sgd_step_recipe(
+    model: str, *, num_epochs: float, boundaries: tuple[int, ...], weight_decay: float, image_size: int = 224
+) -> ml_collections.ConfigDict:
+    """The torchvision-style ImageNet recipe the ResNet, ResFUN, MobileNetV1 and MSNet configs share.
+
+    SGD momentum 0.9, lr 0.1 at batch 256, x0.1 at each epoch in ``boundaries``, Inception crop +
+    flip without colour jitter, on ``tfds:imagenet2012``; config files set what differs after it.
+    """
+    c = train_defaults()
+    c.model = model
+    c.dataset = "tfds:imagenet2012"
+    c.image_size = image_size
+    c.augment = "inception"
+    c.colour_jitter = 0.0
+    c.batch_size = 256
+    c.num_epochs = float(num_epochs)
+    c.optimizer = "sgd"
+    c.momentum = 0.9
+    c.learning_rate = 0.1
+    c.weight_decay = weight_decay
+    c.schedule = "piecewise"
+    c.boundaries = tuple(boundaries)
+    c.decay_rate = 0.1
+    c.eval_every_steps = 5000
+    c.checkpoint_every_steps = 2000
+    c.log_every_steps = 100
+    c.worker_count = 8
     return c
 
 
