@@ -1,6 +1,7 @@
 """Single convolutions and alternating train-step rounds: the figures behind freqjax/models/cpu_conv.py.
 
     python benchmarks/cpu_conv_ops.py ops            # one op at a time: XLA, cpu_conv, native, PyTorch
+    python benchmarks/cpu_conv_ops.py winograd       # native direct vs Winograd kernels, stride-1 3x3
     python benchmarks/cpu_conv_ops.py rounds --model cifar_resnet8 --rounds 4
 
 ``ops`` times, per shape, the jitted forward and forward + backward (input and weight gradients)
@@ -49,7 +50,11 @@ def _fwd_and_vjp(conv, x, w) -> tuple[float, float]:
     """Forward ms and forward + (dx, dw) ms of ``conv(x, w)``."""
     dy = jnp.ones(jax.eval_shape(conv, x, w).shape, jnp.float32)
     fwd = jax.jit(conv)
-    both = jax.jit(lambda x_, w_, dy_: jax.vjp(conv, x_, w_)[1](dy_))
+    def forward_and_grads(x_, w_, dy_):
+        y, vjp = jax.vjp(conv, x_, w_)
+        return y, *vjp(dy_)  # returning y keeps the forward: jit would drop an unused one
+
+    both = jax.jit(forward_and_grads)
     return _median_ms(fwd, x, w), _median_ms(both, x, w, dy)
 
 
@@ -122,6 +127,48 @@ def ops() -> None:
         )
 
 
+# (batch, side, C_in, C_out) of stride-1 3x3 layers: the quick CIFAR ResNet's three and ResNet-style
+# ImageNet layers (56x56x64 ... 7x7x512) at small batches.
+WINOGRAD = [
+    (128, 32, 16, 16),
+    (128, 16, 32, 32),
+    (128, 8, 64, 64),
+    (64, 32, 64, 64),
+    (16, 56, 64, 64),
+    (16, 28, 128, 128),
+    (16, 14, 256, 256),
+    (16, 7, 512, 512),
+]
+
+
+def winograd(count: int) -> None:
+    """Direct native kernels against Winograd's, forward and weight gradient, alternating ``count`` rounds."""
+    from freqjax import native
+
+    if not native.available():
+        raise SystemExit("the native kernels are not available (no C++ compiler?)")
+    rng = np.random.default_rng(0)
+    print("stride-1 3x3, ms (medians of rounds): forward direct / Winograd, weight gradient direct / Winograd")
+    for n, side, c, o in WINOGRAD:
+        x = jnp.asarray(rng.normal(size=(n, side, side, c)), jnp.float32)
+        w = jnp.asarray(rng.normal(size=(3, 3, c, o)), jnp.float32)
+        dy = jnp.asarray(rng.normal(size=(n, side, side, o)), jnp.float32)
+        out_hw = (side, side)
+        fns = [
+            (jax.jit(functools.partial(native.conv_forward, strides=(1, 1), pad_top_left=(1, 1), out_hw=out_hw)), w),
+            (jax.jit(functools.partial(native.winograd_forward, pad_top_left=(1, 1), out_hw=out_hw)), w),
+            (jax.jit(lambda a, b: native.conv_weight_grad(a, b, (3, 3), (1, 1), (1, 1))), dy),
+            (jax.jit(lambda a, b: native.winograd_weight_grad(a, b, (1, 1))), dy),
+        ]
+        times = [[_median_ms(f, x, arg) for f, arg in fns] for _ in range(count)]
+        fd, fw, gd, gw = (statistics.median(col) for col in zip(*times, strict=True))
+        print(
+            f"  {n}x{side}x{side}x{c} -> {o}: forward {fd:.2f} / {fw:.2f} ({fd / fw:.2f}x), "
+            f"weight gradient {gd:.2f} / {gw:.2f} ({gd / gw:.2f}x)",
+            flush=True,
+        )
+
+
 def rounds(model: str, count: int, paths: tuple[str, ...]) -> None:
     from freqjax.train_bench import bench_train_step
 
@@ -140,6 +187,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("ops")
+    wino = sub.add_parser("winograd")
+    wino.add_argument("--rounds", type=int, default=3)
     r = sub.add_parser("rounds")
     r.add_argument("--model", default="cifar_resnet8")
     r.add_argument("--rounds", type=int, default=4)
@@ -147,6 +196,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "ops":
         ops()
+    elif args.command == "winograd":
+        winograd(args.rounds)
     else:
         rounds(args.model, args.rounds, tuple(p for p in args.paths.split(",") if p))
 

@@ -8,6 +8,7 @@ XLA formulations with a warning rather than an error.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conv_cases import DENSE_CASES, DEPTHWISE_CASES, RTOL, primitives, rel_err
+from conv_cases import DENSE_CASES, DEPTHWISE_CASES, RTOL, primitives, rel_err, sym
 
 from freqjax import native
 from freqjax.models import conv_impl, cpu_conv
@@ -72,6 +73,59 @@ def test_native_depthwise_matches_xla(kernel, strides, pad):
         assert rel_err(a, b) <= RTOL, name
 
 
+# Winograd F(2x2, 3x3) (stride-1 3x3, C_in a multiple of 16): even and odd outputs (cropped tiles),
+# one-sided, missing and oversized padding, blocks of 16 tiles that cross tile rows or end short,
+# and 16 / 32 / 80 output channels (the 1-, 2- and 4+1-vector register blocks).
+WINOGRAD_CASES = [
+    ((8, 8), ((1, 1), (1, 1)), 16, 16),
+    ((9, 29), ((1, 1), (1, 1)), 32, 32),
+    ((7, 5), ((0, 0), (0, 0)), 16, 80),
+    ((6, 11), ((2, 0), (0, 2)), 48, 16),
+    ((1, 1), ((1, 1), (1, 1)), 16, 32),
+]
+
+
+@pytest.mark.parametrize(("side", "pad", "c_in", "c_out"), WINOGRAD_CASES)
+def test_winograd_matches_xla(side, pad, c_in, c_out):
+    rng = np.random.default_rng(side[0] * side[1] + c_out)
+    x = jnp.asarray(rng.normal(size=(3, *side, c_in)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, c_in, c_out)), jnp.float32)
+    ref, vjp = jax.vjp(lambda w_: cpu_conv.xla_conv(x, w_, (1, 1), pad), w)
+    dy = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
+    top_left = (pad[0][0], pad[1][0])
+    ours = native.winograd_forward(x, w, top_left, ref.shape[1:3])
+    assert ours.shape == ref.shape
+    assert rel_err(ours, ref) <= RTOL
+    dw = native.winograd_weight_grad(x, dy, top_left)
+    assert dw.shape == w.shape
+    assert rel_err(dw, vjp(dy)[0]) <= RTOL
+
+
+def _ffi_targets(fn, *args) -> list[str]:
+    hlo = jax.jit(fn).lower(*args).as_text()
+    return sorted(set(re.findall(r"freqjax_\w+", hlo)))
+
+
+def test_winograd_serves_stride_one_3x3_convs():
+    def grad_targets(c_in, side):
+        x, w = jnp.ones((2, side, side, c_in)), jnp.ones((3, 3, c_in, 32))
+
+        def loss(a, b):
+            return jnp.sum(cpu_conv.conv(a, b, (1, 1), sym(3, 1), "native") ** 2)
+
+        return _ffi_targets(jax.grad(loss, (0, 1)), x, w)
+
+    # forward and dx (a stride-1 conv with C_in = 32) by Winograd; dw by the direct kernel below
+    # 32 input channels or 16x16 pixels, by Winograd from there
+    assert grad_targets(16, 16) == ["freqjax_conv_weight_grad", "freqjax_winograd_forward"]
+    assert grad_targets(32, 8) == ["freqjax_conv_weight_grad", "freqjax_winograd_forward"]
+    assert grad_targets(32, 16) == ["freqjax_winograd_forward", "freqjax_winograd_weight_grad"]
+    # C_in 5: the direct forward; dx (5 channels out) is the XLA formulation
+    assert grad_targets(5, 16) == ["freqjax_conv_forward", "freqjax_conv_weight_grad"]
+    x, w = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 32))
+    assert _ffi_targets(lambda a, b: cpu_conv.conv(a, b, (2, 2), sym(3, 2), "native"), x, w) == ["freqjax_conv_forward"]
+
+
 def test_native_runs_without_xla_convs_where_it_applies():
     x = jnp.ones((2, 8, 8, 16))
     layer = Conv(32, (3, 3), strides=2, padding=((1, 1), (1, 1)))
@@ -109,6 +163,8 @@ def test_weight_gradient_is_reproducible_and_vmaps():
     dy = jnp.asarray(rng.normal(size=(16, 8, 8, 32)), jnp.float32)
     dw = jax.jit(lambda a, b: native.conv_weight_grad(a, b, (3, 3), (1, 1), (1, 1)))
     assert jnp.array_equal(dw(x, dy), dw(x, dy))  # fixed summation order, however threads split it
+    dw_winograd = jax.jit(lambda a, b: native.winograd_weight_grad(a, b, (1, 1)))
+    assert jnp.array_equal(dw_winograd(x, dy), dw_winograd(x, dy))
     w = jnp.asarray(rng.normal(size=(3, 3, 16, 32)), jnp.float32)
     per_example = jax.vmap(lambda a: cpu_conv.conv(a[None], w, (1, 1), ((1, 1), (1, 1)), "native")[0])(x)
     assert rel_err(per_example, cpu_conv.xla_conv(x, w, (1, 1), ((1, 1), (1, 1)))) <= RTOL

@@ -23,7 +23,10 @@ materialises every shifted tap before its GEMM or reduction.
 On top of these, the native C++ kernels of :mod:`freqjax.native` (called through the XLA FFI)
 replace dense convs with whole 16-channel vectors of output channels and depthwise convs with
 whole vectors of channels, float32: forward, weight gradient, and the input gradient as one
-stride-1 native conv per stride phase (:func:`_native_input_grad`).
+stride-1 native conv per stride phase (:func:`_native_input_grad`). Stride-1 3x3 convs whose
+input channels are whole vectors too run by Winograd's minimal filtering instead (16 products
+per 2x2 tile where the direct conv takes 36): the forward and the stride-1 input gradient always,
+the weight gradient where it is faster (:func:`_native_weight_grad`).
 
 Which formulation runs is the *conv implementation*:
 
@@ -263,8 +266,40 @@ def _top_left(padding: Padding) -> tuple[int, int]:
     return padding[0][0], padding[1][0]
 
 
+def _winograd_applies(kernel: tuple[int, int], strides: Strides, c_in: int) -> bool:
+    """Winograd's kernels take stride-1 3x3 convs with C_in (and C_out) a multiple of 16."""
+    return kernel == (3, 3) and strides == (1, 1) and c_in % native.LANES == 0
+
+
+def _native_conv(x: jax.Array, w: jax.Array, strides: Strides, pad_top_left: tuple[int, int], out_hw) -> jax.Array:
+    """The native dense conv: Winograd's F(2x2, 3x3) where it applies, else the direct kernel."""
+    if _winograd_applies(w.shape[:2], strides, x.shape[-1]):
+        return native.winograd_forward(x, w, pad_top_left, out_hw)
+    return native.conv_forward(x, w, strides, pad_top_left, out_hw)
+
+
+# Winograd's weight gradient pays for its transforms only with enough channels and pixels: on a
+# 2-core EPYC (`python benchmarks/cpu_conv_ops.py winograd`) it was 1.2-1.6x the direct kernel
+# from 32 channels at 16x16 pixels up, but 0.95x at 16 channels, 0.8x at 8x8 and 0.3-0.6x at
+# 14x14 and 7x7 with 256-512 channels. (Winograd's forward was faster on every shape: 1.2-1.8x.)
+_WINOGRAD_GRAD_MIN_CHANNELS = 32
+_WINOGRAD_GRAD_MIN_PIXELS = 16 * 16
+
+
+def _native_weight_grad(x: jax.Array, dy: jax.Array, kernel: tuple[int, int], strides: Strides, padding: Padding):
+    """The native dense weight gradient: Winograd's F(3x3, 2x2) where it applies and pays, else the direct kernel."""
+    _, ho, wo, _ = dy.shape
+    if (
+        _winograd_applies(kernel, strides, x.shape[-1])
+        and x.shape[-1] >= _WINOGRAD_GRAD_MIN_CHANNELS
+        and ho * wo >= _WINOGRAD_GRAD_MIN_PIXELS
+    ):
+        return native.winograd_weight_grad(x, dy, _top_left(padding))
+    return native.conv_weight_grad(x, dy, kernel, strides, _top_left(padding))
+
+
 def _native_forward(x: jax.Array, w: jax.Array, strides: Strides, padding: Padding) -> jax.Array:
-    return native.conv_forward(x, w, strides, _top_left(padding), _out_hw(x.shape, w.shape[:2], strides, padding))
+    return _native_conv(x, w, strides, _top_left(padding), _out_hw(x.shape, w.shape[:2], strides, padding))
 
 
 def _phase(size: int, kernel: int, stride: int, pad: int, a: int):
@@ -314,7 +349,7 @@ def _native_input_grad(
             if depthwise:  # sub (th, tw, 1, C)
                 row.append(native.depthwise_forward(dyc, sub[:, :, 0], (1, 1), pads, (mh, mw)))
             else:  # sub (th, tw, C_in, C_out) -> (th, tw, C_out, C_in)
-                row.append(native.conv_forward(dyc, jnp.swapaxes(sub, 2, 3), (1, 1), pads, (mh, mw)))
+                row.append(_native_conv(dyc, jnp.swapaxes(sub, 2, 3), (1, 1), pads, (mh, mw)))
         phases.append(row)
     if (sh, sw) == (1, 1):
         return phases[0][0]
@@ -336,7 +371,7 @@ def _native_bwd(strides, padding, residuals, dy):
         dx = _native_input_grad(w, dy, x.shape, strides, padding)
     else:  # the input gradient's channels (C_in) are not whole vectors
         dx = _input_grad(w, dy, x.shape, strides, padding)
-    dw = native.conv_weight_grad(x, dy, w.shape[:2], strides, _top_left(padding))
+    dw = _native_weight_grad(x, dy, w.shape[:2], strides, padding)
     return dx, dw
 
 

@@ -2,8 +2,10 @@
 
 ``conv_kernels.cc`` holds register-blocked direct convolutions for NHWC float32: dense and
 depthwise, each a forward (which also serves the input gradient, one stride phase at a time) and
-a weight gradient. On the small-channel layers of CNN training they are 1.5-3x faster than XLA's
-CPU convolution and its gradients, and depthwise ones far more (README, Benchmarks).
+a weight gradient; and for stride-1 3x3 dense convs, Winograd's F(2x2, 3x3) forward and
+F(3x3, 2x2) weight gradient (:func:`winograd_forward`, :func:`winograd_weight_grad`). On the
+small-channel layers of CNN training they are 1.5-3x faster than XLA's CPU convolution and its
+gradients, and depthwise ones far more (README, Benchmarks).
 :mod:`freqjax.models.cpu_conv` uses them when :func:`available` is true and falls back to its
 XLA formulations otherwise, so nothing breaks on a machine without a compiler.
 
@@ -44,13 +46,17 @@ __all__ = [
     "conv_weight_grad",
     "depthwise_forward",
     "depthwise_weight_grad",
+    "winograd_forward",
+    "winograd_weight_grad",
 ]
 
 SOURCE = Path(__file__).with_name("conv_kernels.cc")
 # FFI target name -> exported handler symbol in the shared library.
 _TARGETS = {
     "freqjax_conv_forward": "FreqjaxConvForward",
+    "freqjax_winograd_forward": "FreqjaxWinogradForward",
     "freqjax_conv_weight_grad": "FreqjaxConvWeightGrad",
+    "freqjax_winograd_weight_grad": "FreqjaxWinogradWeightGrad",
     "freqjax_depthwise_forward": "FreqjaxDepthwiseForward",
     "freqjax_depthwise_weight_grad": "FreqjaxDepthwiseWeightGrad",
 }
@@ -166,11 +172,27 @@ def conv_forward(x: jax.Array, w: jax.Array, strides: Pair, pad_top_left: Pair, 
     return call(x, w, **_attrs(strides, pad_top_left))
 
 
+def winograd_forward(x: jax.Array, w: jax.Array, pad_top_left: Pair, out_hw: Pair) -> jax.Array:
+    """:func:`conv_forward` of a stride-1 3x3 conv by Winograd's F(2x2, 3x3): 16 products per
+    channel pair and 2x2 output tile instead of 36. C_in and C_out must be multiples of 16."""
+    out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, w.shape[-1]), x.dtype)
+    call = jax.ffi.ffi_call("freqjax_winograd_forward", out, vmap_method="sequential")
+    return call(x, w, **_attrs((1, 1), pad_top_left))
+
+
 def conv_weight_grad(x: jax.Array, dy: jax.Array, kernel: Pair, strides: Pair, pad_top_left: Pair) -> jax.Array:
     """Weight gradient (kh, kw, C_in, C_out) of :func:`conv_forward` given its output gradient ``dy``."""
     out = jax.ShapeDtypeStruct((*kernel, x.shape[-1], dy.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_conv_weight_grad", out, vmap_method="sequential")
     return call(x, dy, **_attrs(strides, pad_top_left))
+
+
+def winograd_weight_grad(x: jax.Array, dy: jax.Array, pad_top_left: Pair) -> jax.Array:
+    """:func:`conv_weight_grad` of a stride-1 3x3 conv by Winograd's F(3x3, 2x2) (16 products per
+    channel pair and 2x2 tile of ``dy`` instead of 36). C_in and C_out must be multiples of 16."""
+    out = jax.ShapeDtypeStruct((3, 3, x.shape[-1], dy.shape[-1]), x.dtype)
+    call = jax.ffi.ffi_call("freqjax_winograd_weight_grad", out, vmap_method="sequential")
+    return call(x, dy, **_attrs((1, 1), pad_top_left))
 
 
 def depthwise_forward(x: jax.Array, w: jax.Array, strides: Pair, pad_top_left: Pair, out_hw: Pair) -> jax.Array:

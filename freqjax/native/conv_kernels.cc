@@ -5,7 +5,9 @@
 // (depthwise) convolution far more (README, Benchmarks: benchmarks/cpu_conv_ops.py ops). The dense
 // kernels keep a block of output pixels x output channels in vector registers and stream the
 // kernel taps and input channels over them, the classic register-blocked direct convolution; the
-// depthwise ones stream pixels for one vector of channels at a time.
+// depthwise ones stream pixels for one vector of channels at a time. Stride-1 3x3 dense convs
+// also have Winograd kernels (F(2x2, 3x3) forward, F(3x3, 2x2) weight gradient), which the Python
+// side picks where they are faster.
 //
 // Layouts: x (N, H, W, C_in), w (KH, KW, C_in, C_out), y (N, Ho, Wo, C_out), all float32 and
 // row-major (depthwise: w (KH, KW, C)). C_out (depthwise: C) must be a multiple of 16, one 64-byte
@@ -287,6 +289,336 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
 
 
 // ---------------------------------------------------------------------------------------------
+// Winograd F(2x2, 3x3) for stride-1 3x3 convs with C_in and C_out multiples of 16 (Lavin & Gray
+// 2016): each 2x2 output tile is A^T [sum_ci (G g G^T)[ci] * (B^T d B)[ci]] A over its 4x4 input
+// patch d, 16 products per input-output channel pair instead of the direct conv's 36, at the cost
+// of adds for the transforms. The transforms' coefficients are 0, +-1 and +-1/2, so the rounding
+// error stays at float32's level (tests: relative error <= 1e-5 against XLA).
+
+constexpr int kWinoTiles = 16;  // tiles per block: their transformed inputs stay in L1/L2 scratch
+
+// Scratch floats between two transform points' rows of `tiles` x `channels`: padded by one vector,
+// since at power-of-two strides the 16 rows would all fall in the same few L1 sets.
+inline int64_t PointStride(int tiles, int64_t channels) { return tiles * channels + kLanes; }
+
+// Pixel pointers (channel 0) of the 4x4 patch at (top, left), `zeros` (a row of zeros as long as a
+// pixel) where the patch leaves the image: the transforms then load without branches, which keeps
+// the patch in registers.
+inline void PatchPointers(const Geometry& g, const float* x_img, int64_t top, int64_t left, const float* zeros,
+                          const float* ptr[4][4]) {
+  for (int r = 0; r < 4; ++r)
+    for (int q = 0; q < 4; ++q) {
+      const int64_t row = top + r, col = left + q;
+      const bool inside = row >= 0 && row < g.h && col >= 0 && col < g.w;
+      ptr[r][q] = inside ? x_img + (row * g.w + col) * g.cin : zeros;
+    }
+}
+
+// u[xi][ci][co] = (G g G^T)[xi] for the 3x3 kernel g = w[:, :, ci, co].
+void WinogradWeights(const float* w, int64_t cin, int64_t cout, float* u) {
+  const int64_t plane = cin * cout;
+  for (int64_t k = 0; k < plane; ++k) {
+    float g[3][3], t[4][3];
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) g[i][j] = w[(i * 3 + j) * plane + k];
+    for (int j = 0; j < 3; ++j) {  // t = G g
+      t[0][j] = g[0][j];
+      t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
+      t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
+      t[3][j] = g[2][j];
+    }
+    for (int i = 0; i < 4; ++i) {  // u = t G^T
+      u[(i * 4 + 0) * plane + k] = t[i][0];
+      u[(i * 4 + 1) * plane + k] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+      u[(i * 4 + 2) * plane + k] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+      u[(i * 4 + 3) * plane + k] = t[i][2];
+    }
+  }
+}
+
+// v[xi][t][ci] = (B^T d B)[xi] of the 4x4 input patch of each tile t0 .. t0 + tiles - 1 (tiles
+// numbered row-major over the image's tile grid of `tile_cols` columns); pixels outside the image
+// read as zeros.
+void WinogradInput(const Geometry& g, const float* x_img, int64_t tile_cols, int64_t t0, int tiles,
+                   const float* zeros, float* v) {
+  const int64_t xi_step = PointStride(kWinoTiles, g.cin);
+  for (int t = 0; t < tiles; ++t) {
+    const float* ptr[4][4];
+    PatchPointers(g, x_img, 2 * ((t0 + t) / tile_cols) - g.pt, 2 * ((t0 + t) % tile_cols) - g.pl, zeros, ptr);
+    for (int64_t c = 0; c < g.cin; c += kLanes) {
+      Vec d[4][4];
+      for (int r = 0; r < 4; ++r)
+        for (int q = 0; q < 4; ++q) d[r][q] = Load(ptr[r][q] + c);
+      Vec e[4][4];
+      for (int q = 0; q < 4; ++q) {  // B^T d
+        e[0][q] = d[0][q] - d[2][q];
+        e[1][q] = d[1][q] + d[2][q];
+        e[2][q] = d[2][q] - d[1][q];
+        e[3][q] = d[1][q] - d[3][q];
+      }
+      for (int r = 0; r < 4; ++r) {  // (B^T d) B
+        float* vr = v + r * 4 * xi_step + t * g.cin + c;
+        Store(vr, e[r][0] - e[r][2]);
+        Store(vr + xi_step, e[r][1] + e[r][2]);
+        Store(vr + 2 * xi_step, e[r][2] - e[r][1]);
+        Store(vr + 3 * xi_step, e[r][1] - e[r][3]);
+      }
+    }
+  }
+}
+
+// m[t][co] = sum_ci v[t][ci] * u[ci][co] for T tiles x CB output vectors, in registers.
+template <int T, int CB>
+inline void WinogradProduct(const float* v, const float* u, int64_t cin, int64_t cout, float* m) {
+  Vec acc[T][CB];
+  for (int t = 0; t < T; ++t)
+    for (int c = 0; c < CB; ++c) acc[t][c] = Vec{};
+  for (int64_t ci = 0; ci < cin; ++ci) {
+    Vec wv[CB];
+    for (int c = 0; c < CB; ++c) wv[c] = Load(u + ci * cout + c * kLanes);
+    for (int t = 0; t < T; ++t) {
+      const float xv = v[t * cin + ci];
+      for (int c = 0; c < CB; ++c) acc[t][c] += xv * wv[c];
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int c = 0; c < CB; ++c) Store(m + t * cout + c * kLanes, acc[t][c]);
+}
+
+// Tiles [t, tiles) of a block in register blocks of T (then T / 2, ...), for CB output vectors at co.
+template <int T, int CB>
+inline void WinogradProducts(const float* v, const float* u, int64_t cin, int64_t cout, int t, int tiles, float* m) {
+  for (; t + T <= tiles; t += T) WinogradProduct<T, CB>(v + t * cin, u, cin, cout, m + t * cout);
+  if constexpr (T > 1) {
+    if (t < tiles) WinogradProducts<T / 2 + T % 2, CB>(v, u, cin, cout, t, tiles, m);
+  }
+}
+
+// y = A^T m A for each tile of the block, cropped to the output.
+void WinogradOutput(const Geometry& g, const float* m, int64_t tile_cols, int64_t t0, int tiles, float* y_img) {
+  const int64_t xi_step = PointStride(kWinoTiles, g.cout);
+  for (int t = 0; t < tiles; ++t) {
+    const int64_t oh = 2 * ((t0 + t) / tile_cols), ow = 2 * ((t0 + t) % tile_cols);
+    for (int64_t c = 0; c < g.cout; c += kLanes) {
+      const float* mp = m + t * g.cout + c;
+      Vec a[2][4];
+      for (int q = 0; q < 4; ++q) {  // A^T m
+        const Vec m0 = Load(mp + q * xi_step), m1 = Load(mp + (4 + q) * xi_step);
+        const Vec m2 = Load(mp + (8 + q) * xi_step), m3 = Load(mp + (12 + q) * xi_step);
+        a[0][q] = m0 + m1 + m2;
+        a[1][q] = m1 - m2 - m3;
+      }
+      for (int r = 0; r < 2 && oh + r < g.ho; ++r) {  // (A^T m) A
+        float* yp = y_img + ((oh + r) * g.wo + ow) * g.cout + c;
+        Store(yp, a[r][0] + a[r][1] + a[r][2]);
+        if (ow + 1 < g.wo) Store(yp + g.cout, a[r][1] - a[r][2] - a[r][3]);
+      }
+    }
+  }
+}
+
+ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                               ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
+  const auto yd = y->dimensions();
+  const Geometry g = MakeGeometry(x.dimensions(), w.dimensions(), yd[1], yd[2], sh, sw, pt, pl);
+  if (g.cin % kLanes != 0 || g.cout % kLanes != 0 || g.kh != 3 || g.kw != 3 || sh != 1 || sw != 1)
+    return ffi::Error::InvalidArgument("freqjax winograd: needs a 3x3 stride-1 conv, C_in and C_out multiples of 16");
+  std::vector<float> u(16 * g.cin * g.cout), zeros(g.cin, 0.0f);
+  WinogradWeights(w.typed_data(), g.cin, g.cout, u.data());
+  const float* X = x.typed_data();
+  float* Y = y->typed_data();
+  const int64_t tile_cols = (g.wo + 1) / 2, tiles_per_image = (g.ho + 1) / 2 * tile_cols;
+  const int64_t blocks = (tiles_per_image + kWinoTiles - 1) / kWinoTiles;
+  // One task per block of kWinoTiles consecutive tiles of one image (crossing tile rows, so small
+  // images still fill the register blocks).
+  ParallelFor(pool, g.n * blocks, [&](int64_t task) {
+    const int64_t img = task / blocks, t0 = task % blocks * kWinoTiles;
+    const int tiles = static_cast<int>(std::min<int64_t>(kWinoTiles, tiles_per_image - t0));
+    thread_local std::vector<float> v, m;
+    v.resize(16 * PointStride(kWinoTiles, g.cin));
+    m.resize(16 * PointStride(kWinoTiles, g.cout));
+    WinogradInput(g, X + img * g.h * g.w * g.cin, tile_cols, t0, tiles, zeros.data(), v.data());
+    for (int xi = 0; xi < 16; ++xi) {
+      const float* vx = v.data() + xi * PointStride(kWinoTiles, g.cin);
+      const float* ux = u.data() + xi * g.cin * g.cout;
+      float* mx = m.data() + xi * PointStride(kWinoTiles, g.cout);
+      for (int64_t c = 0; c < g.cout;) {
+        const int64_t vecs = (g.cout - c) / kLanes;
+        if (vecs >= 4) {
+          WinogradProducts<4, 4>(vx, ux + c, g.cin, g.cout, 0, tiles, mx + c);
+          c += 4 * kLanes;
+        } else if (vecs >= 2) {
+          WinogradProducts<8, 2>(vx, ux + c, g.cin, g.cout, 0, tiles, mx + c);
+          c += 2 * kLanes;
+        } else {
+          WinogradProducts<16, 1>(vx, ux + c, g.cin, g.cout, 0, tiles, mx + c);
+          c += kLanes;
+        }
+      }
+    }
+    WinogradOutput(g, m.data(), tile_cols, t0, tiles, Y + img * g.ho * g.wo * g.cout);
+  });
+  return ffi::Error::Success();
+}
+
+// Weight gradient of the same convs by Winograd's F(3x3, 2x2): dw (3x3) is the correlation of x
+// with dy, so each 2x2 tile of dy and the 4x4 patch of x it meets give
+//   dw += A^T [(G dy G^T) (.) (B^T x B)] A,
+// and as A^T (.) A is linear the 16 transformed products are summed over all tiles first: per
+// transform point xi one GEMM M[xi] (C_in x C_out) += V[xi]^T D[xi] over the tiles, and the output
+// transform runs once at the end. 16 products per tile and channel pair instead of 36.
+// F(3, 2): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 -1 0 1], G = [1 0; .5 .5; .5 -.5; 0 1],
+// A^T = [1 1 1 0; 0 1 -1 0; 0 1 1 1].
+
+constexpr int kWinoGradTiles = 32;  // tiles transformed per block (scratch: 16 x 32 x C floats each)
+
+// v[xi][t][ci]: B^T x B of the 4x4 input patch under dy tile t (row-major over the tile grid);
+// d[xi][t][co]: G dy G^T of the 2x2 dy tile; dy rows/columns past the output and x outside the
+// image read as zeros.
+void WinogradGradInputs(const Geometry& g, const float* x_img, const float* dy_img, int64_t tile_cols, int64_t t0,
+                        int tiles, const float* zeros, float* v, float* d) {
+  const int64_t v_step = PointStride(kWinoGradTiles, g.cin), d_step = PointStride(kWinoGradTiles, g.cout);
+  for (int t = 0; t < tiles; ++t) {
+    const int64_t oh = 2 * ((t0 + t) / tile_cols), ow = 2 * ((t0 + t) % tile_cols);
+    const float* ptr[4][4];
+    PatchPointers(g, x_img, oh - g.pt, ow - g.pl, zeros, ptr);
+    for (int64_t c = 0; c < g.cin; c += kLanes) {
+      Vec p[4][4];
+      for (int r = 0; r < 4; ++r)
+        for (int q = 0; q < 4; ++q) p[r][q] = Load(ptr[r][q] + c);
+      Vec e[4][4];
+      for (int q = 0; q < 4; ++q) {  // B^T p
+        e[0][q] = p[0][q] - p[2][q];
+        e[1][q] = p[1][q] + p[2][q];
+        e[2][q] = p[2][q] - p[1][q];
+        e[3][q] = p[3][q] - p[1][q];
+      }
+      for (int r = 0; r < 4; ++r) {  // (B^T p) B
+        float* vr = v + r * 4 * v_step + t * g.cin + c;
+        Store(vr, e[r][0] - e[r][2]);
+        Store(vr + v_step, e[r][1] + e[r][2]);
+        Store(vr + 2 * v_step, e[r][2] - e[r][1]);
+        Store(vr + 3 * v_step, e[r][3] - e[r][1]);
+      }
+    }
+    const bool down = oh + 1 < g.ho, right = ow + 1 < g.wo;
+    const float* dp = dy_img + (oh * g.wo + ow) * g.cout;
+    const float* dp01 = right ? dp + g.cout : zeros;
+    const float* dp10 = down ? dp + g.wo * g.cout : zeros;
+    const float* dp11 = down && right ? dp + (g.wo + 1) * g.cout : zeros;
+    for (int64_t c = 0; c < g.cout; c += kLanes) {
+      const Vec g00 = Load(dp + c), g01 = Load(dp01 + c), g10 = Load(dp10 + c), g11 = Load(dp11 + c);
+      // G gt: rows g0, (g0 + g1) / 2, (g0 - g1) / 2, g1 of the 2x2 tile, for each of its columns.
+      const Vec h[4][2] = {{g00, g01},
+                           {0.5f * (g00 + g10), 0.5f * (g01 + g11)},
+                           {0.5f * (g00 - g10), 0.5f * (g01 - g11)},
+                           {g10, g11}};
+      for (int r = 0; r < 4; ++r) {  // (G gt) G^T
+        float* dr = d + r * 4 * d_step + t * g.cout + c;
+        Store(dr, h[r][0]);
+        Store(dr + d_step, 0.5f * (h[r][0] + h[r][1]));
+        Store(dr + 2 * d_step, 0.5f * (h[r][0] - h[r][1]));
+        Store(dr + 3 * d_step, h[r][1]);
+      }
+    }
+  }
+}
+
+// m[ci][co] += sum over tiles of v[t][ci] * d[t][co] for CIB input channels x CB output vectors.
+template <int CIB, int CB>
+inline void WinogradGradProduct(const float* v, const float* d, int64_t cin, int64_t cout, int tiles, float* m) {
+  Vec acc[CIB][CB];
+  for (int a = 0; a < CIB; ++a)
+    for (int c = 0; c < CB; ++c) acc[a][c] = Load(m + a * cout + c * kLanes);
+  for (int t = 0; t < tiles; ++t) {
+    Vec dv[CB];
+    for (int c = 0; c < CB; ++c) dv[c] = Load(d + t * cout + c * kLanes);
+    for (int a = 0; a < CIB; ++a) {
+      const float xv = v[t * cin + a];
+      for (int c = 0; c < CB; ++c) acc[a][c] += xv * dv[c];
+    }
+  }
+  for (int a = 0; a < CIB; ++a)
+    for (int c = 0; c < CB; ++c) Store(m + a * cout + c * kLanes, acc[a][c]);
+}
+
+// Input channels [ci, cin) in blocks of CIB, the remainder in smaller blocks.
+template <int CIB, int CB>
+inline void WinogradGradChannels(const float* v, const float* d, int64_t ci, int64_t cin, int64_t cout, int tiles,
+                                 float* m) {
+  for (; ci + CIB <= cin; ci += CIB) WinogradGradProduct<CIB, CB>(v + ci, d, cin, cout, tiles, m + ci * cout);
+  if constexpr (CIB > 1) {
+    if (ci < cin) WinogradGradChannels<CIB / 2, CB>(v, d, ci, cin, cout, tiles, m);
+  }
+}
+
+ffi::Error WinogradWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                                  ffi::ResultBuffer<ffi::F32> dw, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
+  const auto dyd = dy.dimensions();
+  const Geometry g = MakeGeometry(x.dimensions(), dw->dimensions(), dyd[1], dyd[2], sh, sw, pt, pl);
+  if (g.cin % kLanes != 0 || g.cout % kLanes != 0 || g.kh != 3 || g.kw != 3 || sh != 1 || sw != 1)
+    return ffi::Error::InvalidArgument("freqjax winograd: needs a 3x3 stride-1 conv, C_in and C_out multiples of 16");
+  const float* X = x.typed_data();
+  const float* DY = dy.typed_data();
+  const int64_t plane = g.cin * g.cout, size = 16 * plane, chunks = WeightGradChunks(g.n, size);
+  std::vector<float> sums(chunks * size, 0.0f);  // M[xi] per chunk, in the transform domain
+  const std::vector<float> zeros(std::max(g.cin, g.cout), 0.0f);
+  const int64_t tile_cols = (g.wo + 1) / 2, tiles_per_image = (g.ho + 1) / 2 * tile_cols;
+  // One task per chunk (fixed by the shapes, so the summation order is too).
+  ParallelFor(pool, chunks, [&](int64_t chunk) {
+    const int64_t img0 = g.n * chunk / chunks, img1 = g.n * (chunk + 1) / chunks;
+    const int64_t v_step = PointStride(kWinoGradTiles, g.cin), d_step = PointStride(kWinoGradTiles, g.cout);
+    std::vector<float> v(16 * v_step), d(16 * d_step);
+    float* m = sums.data() + chunk * size;
+    for (int64_t img = img0; img < img1; ++img) {
+      for (int64_t t0 = 0; t0 < tiles_per_image; t0 += kWinoGradTiles) {
+        const int tiles = static_cast<int>(std::min<int64_t>(kWinoGradTiles, tiles_per_image - t0));
+        WinogradGradInputs(g, X + img * g.h * g.w * g.cin, DY + img * g.ho * g.wo * g.cout, tile_cols, t0, tiles,
+                           zeros.data(), v.data(), d.data());
+        for (int xi = 0; xi < 16; ++xi) {
+          const float* vx = v.data() + xi * v_step;
+          const float* dx = d.data() + xi * d_step;
+          float* mx = m + xi * plane;
+          for (int64_t co = 0; co < g.cout;) {
+            if ((g.cout - co) / kLanes >= 2) {
+              WinogradGradChannels<8, 2>(vx, dx + co, 0, g.cin, g.cout, tiles, mx + co);
+              co += 2 * kLanes;
+            } else {
+              WinogradGradChannels<16, 1>(vx, dx + co, 0, g.cin, g.cout, tiles, mx + co);
+              co += kLanes;
+            }
+          }
+        }
+      }
+    }
+  });
+  // Sum the chunks in order, then dw = A^T M A per channel pair.
+  float* DW = dw->typed_data();
+  ParallelFor(pool, (plane + 1023) / 1024, [&](int64_t b) {
+    for (int64_t k = b * 1024; k < std::min(plane, (b + 1) * 1024); ++k) {
+      float mm[4][4];
+      for (int xi = 0; xi < 16; ++xi) {
+        float total = sums[xi * plane + k];
+        for (int64_t c = 1; c < chunks; ++c) total += sums[c * size + xi * plane + k];
+        mm[xi / 4][xi % 4] = total;
+      }
+      float a[3][4];
+      for (int q = 0; q < 4; ++q) {  // A^T M
+        a[0][q] = mm[0][q] + mm[1][q] + mm[2][q];
+        a[1][q] = mm[1][q] - mm[2][q];
+        a[2][q] = mm[1][q] + mm[2][q] + mm[3][q];
+      }
+      for (int i = 0; i < 3; ++i) {  // (A^T M) A
+        DW[(i * 3 + 0) * plane + k] = a[i][0] + a[i][1] + a[i][2];
+        DW[(i * 3 + 1) * plane + k] = a[i][1] - a[i][2];
+        DW[(i * 3 + 2) * plane + k] = a[i][1] + a[i][2] + a[i][3];
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Depthwise: x (N, H, W, C), w (KH, KW, C), y (N, Ho, Wo, C); C a multiple of 16. Each channel
 // vector is independent, so the kernels stream pixels for one vector of channels at a time.
 
@@ -404,6 +736,8 @@ ffi::Error DepthwiseWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x
       .Attr<int64_t>("pad_left")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxConvForward, ConvForwardImpl, FREQJAX_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxWinogradForward, WinogradForwardImpl, FREQJAX_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxWinogradWeightGrad, WinogradWeightGradImpl, FREQJAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxConvWeightGrad, ConvWeightGradImpl, FREQJAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxDepthwiseForward, DepthwiseForwardImpl, FREQJAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxDepthwiseWeightGrad, DepthwiseWeightGradImpl, FREQJAX_CONV_BINDING);
