@@ -20,7 +20,7 @@ from conv_cases import DENSE_CASES, DEPTHWISE_CASES, RTOL, primitives, rel_err, 
 
 from freqjax import native
 from freqjax.models import conv_impl, cpu_conv
-from freqjax.models.layers import Conv
+from freqjax.models.layers import BatchNorm, Conv
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels need a C++ compiler")
 
@@ -218,3 +218,61 @@ def test_mac_counts_do_not_depend_on_the_conv_impl():
         with conv_impl(impl):
             counts[impl] = count_macs(model, (32, 32, 3))
     assert counts == {impl: 12_501_632 for impl in counts}  # native FFI calls are counted as convs
+
+
+# ----------------------------------------------------------------------------- BatchNorm sums
+
+
+@pytest.mark.parametrize("shape", [(4, 9, 29, 16), (3, 5, 7, 144), (1, 1, 1, 32), (7, 48)])
+def test_channel_sums_match_float64(shape):
+    rng = np.random.default_rng(len(shape) + shape[-1])
+    a = rng.normal(size=shape).astype(np.float32) + 3.0
+    b = rng.normal(size=shape).astype(np.float32)
+    ours = np.asarray(native.channel_sums(jnp.asarray(a), jnp.asarray(b)))
+    axes = tuple(range(len(shape) - 1))
+    ref = np.stack([np.sum(a.astype(np.float64), axes), np.sum(a.astype(np.float64) * b, axes)])
+    assert ours.shape == (2, shape[-1])
+    assert np.max(np.abs(ours - ref)) <= 1e-6 * np.max(np.abs(ref))
+
+
+def _bn_step(channels):
+    """Train-mode BatchNorm + ReLU: (output, new batch_stats, gradients wrt x, scale, bias)."""
+    bn = BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    rng = np.random.default_rng(channels)
+    x = jnp.asarray(rng.normal(size=(6, 5, 7, channels)) * 2.0 + 0.5, jnp.float32)
+    variables = bn.init(jax.random.key(0), x)
+    params = {"scale": jnp.linspace(0.5, 1.5, channels), "bias": jnp.linspace(-1.0, 1.0, channels)}
+    variables = {**variables, "params": params}
+    cot = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+
+    def f(x_, params):
+        y, updates = bn.apply({**variables, "params": params}, x_, mutable=["batch_stats"])
+        return jnp.sum(jax.nn.relu(y) * cot), (y, updates["batch_stats"])
+
+    fn = jax.jit(jax.grad(f, (0, 1), has_aux=True))
+    return fn, (x, variables["params"])
+
+
+def test_native_batch_norm_matches_flax_formulation():
+    fn, args = _bn_step(48)
+    with conv_impl("native"):
+        (dx, dp), (y, stats) = fn(*args)
+        assert "freqjax_channel_sums" in _ffi_targets(fn, *args)
+    with conv_impl("cpu"):  # flax's statistics and autodiff's backward
+        (dx_ref, dp_ref), (y_ref, stats_ref) = fn(*args)
+        assert "freqjax_channel_sums" not in _ffi_targets(fn, *args)
+    for name, a, b in [
+        ("y", y, y_ref),
+        ("mean", stats["mean"], stats_ref["mean"]),
+        ("var", stats["var"], stats_ref["var"]),
+        ("dx", dx, dx_ref),
+        ("dscale", dp["scale"], dp_ref["scale"]),
+        ("dbias", dp["bias"], dp_ref["bias"]),
+    ]:
+        assert rel_err(a, b) <= RTOL, name
+
+
+def test_native_batch_norm_needs_whole_vectors_of_channels():
+    fn, args = _bn_step(24)  # 24 channels: flax's formulation even under 'native'
+    with conv_impl("native"):
+        assert "freqjax_channel_sums" not in _ffi_targets(fn, *args)

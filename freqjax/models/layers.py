@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from freqjax.models import cpu_conv
+from freqjax.models import cpu_conv, native_bn
 
 __all__ = [
     "ACTIVATIONS",
@@ -253,7 +253,10 @@ class BatchNorm(nn.BatchNorm):
     per-channel shift, ``a = rsqrt(var + eps) * scale`` and ``b = bias - mean * a``, leaves the
     layer's input as the only residual, and XLA fuses the multiply-add with the following
     activation. Statistics, running averages and parameters are flax's (``_compute_stats``,
-    fast variance by default).
+    fast variance by default). Where the native kernels run (float32, channels a multiple of 16,
+    the 'native' conv implementation: :func:`freqjax.models.native_bn.applies`) the per-channel
+    sums of the statistics and of the backward pass come from one native pass each
+    (:mod:`freqjax.models.native_bn`); the values are the same to float32 rounding.
     """
 
     @nn.compact
@@ -267,11 +270,16 @@ class BatchNorm(nn.BatchNorm):
         feature_shape = (x.shape[-1],)
         ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), feature_shape)
         ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), feature_shape)
+        dtype = self.dtype or jnp.result_type(x)
+        native = native_bn.applies(x) and dtype == jnp.float32 and self.use_fast_variance
         if use_running_average:
             mean, var = ra_mean.value, ra_var.value
         else:
-            axes = tuple(range(x.ndim - 1))
-            mean, var = _compute_stats(x, axes, dtype=self.dtype, use_fast_variance=self.use_fast_variance)
+            if native:  # the same statistics from one native pass (native_bn)
+                mean, var = native_bn.batch_moments(x)
+            else:
+                axes = tuple(range(x.ndim - 1))
+                mean, var = _compute_stats(x, axes, dtype=self.dtype, use_fast_variance=self.use_fast_variance)
             if not self.is_initializing():
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
@@ -281,7 +289,8 @@ class BatchNorm(nn.BatchNorm):
         shift = -mean.astype(jnp.float32) * mul
         if self.use_bias:
             shift = shift + self.param("bias", self.bias_init, feature_shape, self.param_dtype)
-        dtype = self.dtype or jnp.result_type(x)
+        if native:
+            return native_bn.scale_and_shift(x, mul, shift)
         return (x.astype(dtype) * mul.astype(dtype) + shift.astype(dtype)).astype(dtype)
 
 

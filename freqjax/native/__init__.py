@@ -42,6 +42,7 @@ __all__ = [
     "available",
     "build",
     "cache_dir",
+    "channel_sums",
     "conv_forward",
     "conv_weight_grad",
     "depthwise_forward",
@@ -57,6 +58,7 @@ _TARGETS = {
     "freqjax_winograd_forward": "FreqjaxWinogradForward",
     "freqjax_conv_weight_grad": "FreqjaxConvWeightGrad",
     "freqjax_winograd_weight_grad": "FreqjaxWinogradWeightGrad",
+    "freqjax_channel_sums": "FreqjaxChannelSums",
     "freqjax_depthwise_forward": "FreqjaxDepthwiseForward",
     "freqjax_depthwise_weight_grad": "FreqjaxDepthwiseWeightGrad",
 }
@@ -208,3 +210,10 @@ def depthwise_weight_grad(x: jax.Array, dy: jax.Array, kernel: Pair, strides: Pa
     out = jax.ShapeDtypeStruct((*kernel, x.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_depthwise_weight_grad", out, vmap_method="sequential")
     return call(x, dy, **_attrs(strides, pad_top_left))
+
+
+def channel_sums(a: jax.Array, b: jax.Array) -> jax.Array:
+    """(2, C): per-channel sums of ``a`` and of ``a * b`` over all leading axes, float32, C a
+    multiple of 16, in one pass (BatchNorm's statistics and their gradients)."""
+    out = jax.ShapeDtypeStruct((2, a.shape[-1]), a.dtype)
+    return jax.ffi.ffi_call("freqjax_channel_sums", out, vmap_method="sequential")(a, b)
