@@ -223,29 +223,42 @@ inline void WeightGradBlock(const Geometry& g, const float* X, const float* DY, 
                             int64_t j, int64_t ci0, int64_t co0, float* out) {
   // Output pixels whose tap (i, j) reads inside the image.
   const Range ohs = OutputsInside(i - g.pt, g.sh, g.h, g.ho), ows = OutputsInside(j - g.pl, g.sw, g.w, g.wo);
-  Vec acc[CIB][CB];
-  for (int a = 0; a < CIB; ++a)
-    for (int c = 0; c < CB; ++c) acc[a][c] = Vec{};
+  // Small blocks (an RGB stem's 3 input channels) get U accumulator sets for U consecutive pixels,
+  // so that at least 8 FMA chains are in flight; the sets are added in a fixed order at the end.
+  constexpr int U = CIB * CB >= 8 ? 1 : 8 / (CIB * CB);
+  Vec acc[U][CIB][CB];
+  for (int u = 0; u < U; ++u)
+    for (int a = 0; a < CIB; ++a)
+      for (int c = 0; c < CB; ++c) acc[u][a][c] = Vec{};
+  auto accumulate = [&](int u, const float* dyp, const float* xp) {
+    Vec dv[CB];
+    for (int c = 0; c < CB; ++c) dv[c] = Load(dyp + c * kLanes);
+    for (int a = 0; a < CIB; ++a) {
+      const float xv = xp[a];
+      for (int c = 0; c < CB; ++c) acc[u][a][c] += xv * dv[c];
+    }
+  };
+  const int64_t x_step = g.sw * g.cin;
   for (int64_t img = img0; img < img1; ++img) {
     for (int64_t oh = ohs.begin; oh < ohs.end; ++oh) {
       const float* dy_row = DY + ((img * g.ho + oh) * g.wo) * g.cout + co0;
       const float* x_row = X + ((img * g.h + oh * g.sh + i - g.pt) * g.w) * g.cin + ci0;
-      for (int64_t ow = ows.begin; ow < ows.end; ++ow) {
+      int64_t ow = ows.begin;
+      for (; ow + U <= ows.end; ow += U) {
         const float* dyp = dy_row + ow * g.cout;
         const float* xp = x_row + (ow * g.sw + j - g.pl) * g.cin;
-        Vec dv[CB];
-        for (int c = 0; c < CB; ++c) dv[c] = Load(dyp + c * kLanes);
-        for (int a = 0; a < CIB; ++a) {
-          const float xv = xp[a];
-          for (int c = 0; c < CB; ++c) acc[a][c] += xv * dv[c];
-        }
+        for (int u = 0; u < U; ++u) accumulate(u, dyp + u * g.cout, xp + u * x_step);
       }
+      for (; ow < ows.end; ++ow) accumulate(0, dy_row + ow * g.cout, x_row + (ow * g.sw + j - g.pl) * g.cin);
     }
   }
+  for (int u = 1; u < U; ++u)
+    for (int a = 0; a < CIB; ++a)
+      for (int c = 0; c < CB; ++c) acc[0][a][c] += acc[u][a][c];
   for (int a = 0; a < CIB; ++a)
     for (int c = 0; c < CB; ++c) {
       float* o = out + (ci0 + a) * g.cout + co0 + c * kLanes;
-      Store(o, Load(o) + acc[a][c]);
+      Store(o, Load(o) + acc[0][a][c]);
     }
 }
 
