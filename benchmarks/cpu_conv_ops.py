@@ -2,6 +2,7 @@
 
     python benchmarks/cpu_conv_ops.py ops            # one op at a time: XLA, cpu_conv, native, PyTorch
     python benchmarks/cpu_conv_ops.py winograd       # native direct vs Winograd kernels, stride-1 3x3
+    python benchmarks/cpu_conv_ops.py ablation --model cifar_resnet8   # train step without Winograd / BN sums
     python benchmarks/cpu_conv_ops.py rounds --model cifar_resnet8 --rounds 4
 
 ``ops`` times, per shape, the jitted forward and forward + backward (input and weight gradients)
@@ -18,6 +19,7 @@ steadier than one run on a noisy machine. Run with the entry points' malloc tuni
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import statistics
 import time
@@ -169,6 +171,58 @@ def winograd(count: int) -> None:
         )
 
 
+# Train-step variants of the native path: which of the later native pieces each one switches off.
+ABLATIONS = {
+    "native": (),
+    "no_winograd": ("winograd",),
+    "no_bn_sums": ("bn_sums",),
+    "direct_only": ("winograd", "bn_sums"),
+}
+
+
+@contextlib.contextmanager
+def _switched_off(parts: tuple[str, ...]):
+    """Trace with the Winograd kernels and/or the native BatchNorm sums switched off (benchmark only)."""
+    from freqjax.models import native_bn
+
+    saved = cpu_conv._winograd_applies, native_bn.applies
+    if "winograd" in parts:
+        cpu_conv._winograd_applies = lambda *args: False
+    if "bn_sums" in parts:
+        native_bn.applies = lambda x: False
+    try:
+        yield
+    finally:
+        cpu_conv._winograd_applies, native_bn.applies = saved
+
+
+def ablation(model: str, count: int) -> None:
+    """Median train-step ms of each :data:`ABLATIONS` variant, alternating two steps of each ``count`` times."""
+    from freqjax.train_bench import _input_shape, default_batch, default_size, make_freqjax_step
+
+    batch, shape = default_batch(model), _input_shape(model, default_size(model))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *shape), dtype=np.float32)
+    y = (np.arange(batch) % 10).astype(np.int32)
+    steps = {}
+    for name, parts in ABLATIONS.items():
+        with _switched_off(parts):
+            steps[name] = make_freqjax_step(model, x, y, impl="native")
+        steps[name]()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(count):
+        for name, step in steps.items():
+            for _ in range(2):
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["direct_only"])
+    print(f"{model}, batch {batch}: median train-step ms of {2 * count} alternating steps")
+    for name, t in times.items():
+        med = statistics.median(t)
+        print(f"  {name}: {1e3 * med:.1f} ms, {batch / med:,.0f} images/s, {base / med:.2f}x direct_only", flush=True)
+
+
 def rounds(model: str, count: int, paths: tuple[str, ...]) -> None:
     from freqjax.train_bench import bench_train_step
 
@@ -189,6 +243,9 @@ def main() -> None:
     sub.add_parser("ops")
     wino = sub.add_parser("winograd")
     wino.add_argument("--rounds", type=int, default=3)
+    abl = sub.add_parser("ablation")
+    abl.add_argument("--model", default="cifar_resnet8")
+    abl.add_argument("--rounds", type=int, default=15)
     r = sub.add_parser("rounds")
     r.add_argument("--model", default="cifar_resnet8")
     r.add_argument("--rounds", type=int, default=4)
@@ -198,6 +255,8 @@ def main() -> None:
         ops()
     elif args.command == "winograd":
         winograd(args.rounds)
+    elif args.command == "ablation":
+        ablation(args.model, args.rounds)
     else:
         rounds(args.model, args.rounds, tuple(p for p in args.paths.split(",") if p))
 

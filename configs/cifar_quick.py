@@ -5,8 +5,8 @@
 
 ``cifar10`` (default) reads ``folder:../shared/data/cifar10-jpeg`` (train/ and test/, 32x32 JPEGs),
 trains ``cifar_resnet8`` (78k params, 12.5 MMACs) for 5 epochs with pad-4 crop + flip, Nesterov SGD
-and a cosine schedule: on a 2-core CPU it passes 70 % test top-1 after epoch 4 (about 4 min 15 s)
-and ends at about 72 % in about 5 min 20 s (README, Training). ``synthetic`` needs no data: the
+and a cosine schedule: on a 2-core CPU it passes 70 % test top-1 after epoch 4 (about 2 min 50 s)
+and ends at about 72 % in about 3 min 30 s (README, Training). ``synthetic`` needs no data: the
 loss falls and accuracy rises on grating images within a couple of minutes.
 """
 

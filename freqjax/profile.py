@@ -270,7 +270,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"subset of {','.join(PATHS)} (freqjax_cpu: conv_impl('cpu'), no native kernels)",
     )
     ts.add_argument("--repeats", type=_positive, default=5)
-    ts.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+    ts.add_argument("--warmup", type=int, default=8, help="untimed steps after compilation (the first ~5 are slow)")
     ts.add_argument("--threads", type=_positive, default=None, help="CPUs for both frameworks (default: all)")
     ts.add_argument("--json", action="store_true", help="one JSON line per model")
     ts.set_defaults(func=_cmd_train_step)

@@ -23,13 +23,21 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from freqjax.profile import time_call
 
-__all__ = ["DEFAULT_PATHS", "PATHS", "bench_train_step", "default_batch", "default_size", "run_train_step"]
+__all__ = [
+    "DEFAULT_PATHS",
+    "PATHS",
+    "bench_train_step",
+    "default_batch",
+    "default_size",
+    "make_freqjax_step",
+    "run_train_step",
+]
 
 PATHS = ("freqjax", "freqjax_cpu", "freqjax_xla", "torch")
 DEFAULT_PATHS = ("freqjax", "freqjax_xla", "torch")
@@ -63,7 +71,9 @@ def _input_shape(name: str, size: int) -> tuple[int, int, int]:
     return (size, size, info.input_shape[-1])
 
 
-def _freqjax_step_times(name: str, x: np.ndarray, y: np.ndarray, *, impl: str | None, repeats: int, warmup: int):
+def make_freqjax_step(name: str, x: np.ndarray, y: np.ndarray, *, impl: str | None = None) -> Callable[[], None]:
+    """A compiled SGD-momentum train step of model ``name`` on the batch ``(x, y)`` under conv
+    implementation ``impl``, as a function that runs one step (updating its own state) and blocks."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -95,7 +105,11 @@ def _freqjax_step_times(name: str, x: np.ndarray, y: np.ndarray, *, impl: str | 
         state[0], state[1], state[2], loss = compiled(*state, xj, yj)
         jax.block_until_ready(loss)
 
-    return time_call(one_step, repeats, warmup)
+    return one_step
+
+
+def _freqjax_step_times(name: str, x: np.ndarray, y: np.ndarray, *, impl: str | None, repeats: int, warmup: int):
+    return time_call(make_freqjax_step(name, x, y, impl=impl), repeats, warmup)
 
 
 def _torch_step_times(name: str, x: np.ndarray, y: np.ndarray, *, threads: int, repeats: int, warmup: int):
@@ -124,7 +138,7 @@ def bench_train_step(
     *,
     paths: Sequence[str] = DEFAULT_PATHS,
     repeats: int = 5,
-    warmup: int = 2,
+    warmup: int = 8,
     threads: int | None = None,
     seed: int = 0,
 ) -> dict:
@@ -187,7 +201,7 @@ def run_train_step(
     *,
     paths: Sequence[str] = DEFAULT_PATHS,
     repeats: int = 5,
-    warmup: int = 2,
+    warmup: int = 8,
     threads: int | None = None,
     as_json: bool = False,
 ) -> list[dict]:
