@@ -610,16 +610,14 @@ ffi::Error WinogradWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
       }
     }
   });
-  // Sum the chunks in order, then dw = A^T M A per channel pair.
+  // Sum the chunks in order (SumChunks, as the direct kernels), then dw = A^T M A per channel pair.
+  std::vector<float> total(size);
+  SumChunks(pool, sums.data(), chunks, size, total.data());
   float* DW = dw->typed_data();
   ParallelFor(pool, (plane + 1023) / 1024, [&](int64_t b) {
     for (int64_t k = b * 1024; k < std::min(plane, (b + 1) * 1024); ++k) {
       float mm[4][4];
-      for (int xi = 0; xi < 16; ++xi) {
-        float total = sums[xi * plane + k];
-        for (int64_t c = 1; c < chunks; ++c) total += sums[c * size + xi * plane + k];
-        mm[xi / 4][xi % 4] = total;
-      }
+      for (int xi = 0; xi < 16; ++xi) mm[xi / 4][xi % 4] = total[xi * plane + k];
       float a[3][4];
       for (int q = 0; q < 4; ++q) {  // A^T M
         a[0][q] = mm[0][q] + mm[1][q] + mm[2][q];
