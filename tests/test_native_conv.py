@@ -75,20 +75,22 @@ def test_native_depthwise_matches_xla(kernel, strides, pad):
 
 # Winograd F(2x2, 3x3) (stride-1 3x3, C_in a multiple of 16): even and odd outputs (cropped tiles),
 # one-sided, missing and oversized padding, blocks of 16 tiles that cross tile rows or end short,
-# and 16 / 32 / 80 output channels (the 1-, 2- and 4+1-vector register blocks).
+# and 16 / 32 / 80 output channels (the 1-, 2- and 4+1-vector register blocks). The weight
+# gradient's blocks of tiles span images: 20 images of 75 tiles make 8 batch chunks whose blocks of
+# 128 tiles start and end inside images.
 WINOGRAD_CASES = [
-    ((8, 8), ((1, 1), (1, 1)), 16, 16),
-    ((9, 29), ((1, 1), (1, 1)), 32, 32),
-    ((7, 5), ((0, 0), (0, 0)), 16, 80),
-    ((6, 11), ((2, 0), (0, 2)), 48, 16),
-    ((1, 1), ((1, 1), (1, 1)), 16, 32),
+    (3, (8, 8), ((1, 1), (1, 1)), 16, 16),
+    (20, (9, 29), ((1, 1), (1, 1)), 32, 32),
+    (3, (7, 5), ((0, 0), (0, 0)), 16, 80),
+    (3, (6, 11), ((2, 0), (0, 2)), 48, 16),
+    (3, (1, 1), ((1, 1), (1, 1)), 16, 32),
 ]
 
 
-@pytest.mark.parametrize(("side", "pad", "c_in", "c_out"), WINOGRAD_CASES)
-def test_winograd_matches_xla(side, pad, c_in, c_out):
+@pytest.mark.parametrize(("batch", "side", "pad", "c_in", "c_out"), WINOGRAD_CASES)
+def test_winograd_matches_xla(batch, side, pad, c_in, c_out):
     rng = np.random.default_rng(side[0] * side[1] + c_out)
-    x = jnp.asarray(rng.normal(size=(3, *side, c_in)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(batch, *side, c_in)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, c_in, c_out)), jnp.float32)
     ref, vjp = jax.vjp(lambda w_: cpu_conv.xla_conv(x, w_, (1, 1), pad), w)
     dy = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
@@ -115,11 +117,9 @@ def test_winograd_serves_stride_one_3x3_convs():
 
         return _ffi_targets(jax.grad(loss, (0, 1)), x, w)
 
-    # forward and dx (a stride-1 conv with C_in = 32) by Winograd; dw by the direct kernel below
-    # 32 input channels or 16x16 pixels, by Winograd from there
-    assert grad_targets(16, 16) == ["freqjax_conv_weight_grad", "freqjax_winograd_forward"]
-    assert grad_targets(32, 8) == ["freqjax_conv_weight_grad", "freqjax_winograd_forward"]
-    assert grad_targets(32, 16) == ["freqjax_winograd_forward", "freqjax_winograd_weight_grad"]
+    # forward, dx (a stride-1 conv with C_in = 32) and dw by Winograd
+    assert grad_targets(16, 16) == ["freqjax_winograd_forward", "freqjax_winograd_weight_grad"]
+    assert grad_targets(32, 8) == ["freqjax_winograd_forward", "freqjax_winograd_weight_grad"]
     # C_in 5: the direct forward; dx (5 channels out) is the XLA formulation
     assert grad_targets(5, 16) == ["freqjax_conv_forward", "freqjax_conv_weight_grad"]
     x, w = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 32))
