@@ -28,9 +28,10 @@ pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels n
 # (kernel, stride, padding): the dense cases plus a 2x2 / 2 unpadded conv and padding larger than
 # needed on one side.
 CASES = [*DENSE_CASES, (2, 2, ((0, 0), (0, 0))), (3, 2, ((2, 2), (2, 0)))]
-# (C_in, C_out): 16 / 32 / 80 output channels take the 1-, 2- and 4+1-vector blocks; C_in = 5 has
-# no whole-vector input gradient (XLA formulation) and a remainder block in the weight gradient.
-CHANNELS = [(16, 32), (5, 16), (24, 80)]
+# (C_in, C_out): 16 / 32 / 80 output channels take the 1-, 2- and 4+1-vector blocks; C_in = 5 and
+# 23 have no whole-vector input gradient (XLA formulation), and their weight gradients end in
+# remainder blocks (23 = 3 x 6 + 3 + 2 input channels for the 4-vector blocks of 6).
+CHANNELS = [(16, 32), (5, 16), (23, 80)]
 
 
 def _forward_and_vjp(f, x, w, dy):

@@ -180,7 +180,9 @@ void ForwardRow(const Geometry& g, const float* x_img, const float* w, float* y_
     ForwardBlock<1, CB>(g, x_row + left * g.cin, w, y_row + o * g.cout, rows.begin, rows.end, cols.begin, cols.end);
   };
   for (int64_t o = 0; o < inner.begin; ++o) edge(o);
-  constexpr int RB = CB == 1 ? 12 : (CB == 2 ? 8 : 4);
+  // 12-24 accumulators. With 4 vectors, 6 pixels rather than 4: a 4x4 block ran at half the FMA
+  // rate of 6x4 in isolation on the README's EPYC (AVX-512) and the 64-channel layers 1.2x slower.
+  constexpr int RB = CB == 1 ? 12 : (CB == 2 ? 8 : 6);
   ForwardInterior<RB, CB>(g, x_row, w, y_row, inner.begin, inner.end, rows.begin, rows.end);
   for (int64_t o = inner.end; o < g.wo; ++o) edge(o);
 }
@@ -291,8 +293,12 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
     const int64_t chunk = t / taps, tap = t % taps, i = tap / g.kw, j = tap % g.kw;
     const int64_t img0 = g.n * chunk / chunks, img1 = g.n * (chunk + 1) / chunks;
     float* out = sums + (chunk * taps + tap) * tap_size;
+    // 6 x 4 blocks where 4 vectors remain: 1.1-1.7x faster than 8 x 2 at 64 output channels.
     for (int64_t co = 0; co < g.cout;) {
-      if ((g.cout - co) / kLanes >= 2) {
+      if ((g.cout - co) / kLanes >= 4) {
+        WeightGradChannels<6, 4>(g, X, DY, img0, img1, i, j, 0, g.cin, co, out);
+        co += 4 * kLanes;
+      } else if ((g.cout - co) / kLanes >= 2) {
         WeightGradChannels<8, 2>(g, X, DY, img0, img1, i, j, 0, g.cin, co, out);
         co += 2 * kLanes;
       } else {
@@ -460,16 +466,18 @@ ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ff
       const float* vx = v.data() + xi * PointStride(kWinoTiles, g.cin);
       const float* ux = u.data() + xi * g.cin * g.cout;
       float* mx = m.data() + xi * PointStride(kWinoTiles, g.cout);
+      // Register blocks of 24, 16 and 8 accumulators: 6 x 4 and 8 x 1 ran 1.4x and 1.1x faster than
+      // 4 x 4 and 16 x 1 at 64 and 16 channels.
       for (int64_t c = 0; c < g.cout;) {
         const int64_t vecs = (g.cout - c) / kLanes;
         if (vecs >= 4) {
-          WinogradProducts<4, 4>(vx, ux + c, g.cin, g.cout, 0, tiles, mx + c);
+          WinogradProducts<6, 4>(vx, ux + c, g.cin, g.cout, 0, tiles, mx + c);
           c += 4 * kLanes;
         } else if (vecs >= 2) {
           WinogradProducts<8, 2>(vx, ux + c, g.cin, g.cout, 0, tiles, mx + c);
           c += 2 * kLanes;
         } else {
-          WinogradProducts<16, 1>(vx, ux + c, g.cin, g.cout, 0, tiles, mx + c);
+          WinogradProducts<8, 1>(vx, ux + c, g.cin, g.cout, 0, tiles, mx + c);
           c += kLanes;
         }
       }
