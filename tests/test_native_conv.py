@@ -137,8 +137,13 @@ def test_native_runs_without_xla_convs_where_it_applies():
 
     with conv_impl("native"):
         prims = primitives(loss_and_grads, params, x)
-        # forward, 4 stride phases of dx, dw; no XLA convolution anywhere
-        assert prims.count("ffi_call") == 6 and "conv_general_dilated" not in prims
+        # forward, dx (every stride phase in one call), dw; no XLA convolution anywhere
+        assert prims.count("ffi_call") == 3 and "conv_general_dilated" not in prims
+        assert _ffi_targets(loss_and_grads, params, x) == [
+            "freqjax_conv_forward",
+            "freqjax_conv_input_grad",
+            "freqjax_conv_weight_grad",
+        ]
         odd = Conv(6, (3, 3), padding=((1, 1), (1, 1)))  # C_out 6: not whole vectors, 'cpu' formulation
         assert "ffi_call" not in primitives(lambda p: odd.apply(p, x), odd.init(jax.random.key(0), x))
         w8 = jnp.ones((3, 3, 1, 8))  # 8 depthwise channels: the shift-sum

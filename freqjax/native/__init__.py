@@ -1,8 +1,9 @@
 """Native CPU convolution kernels (C++, called through the XLA FFI), compiled on first use.
 
 ``conv_kernels.cc`` holds register-blocked direct convolutions for NHWC float32: dense and
-depthwise, each a forward (which also serves the input gradient, one stride phase at a time) and
-a weight gradient; and for stride-1 3x3 dense convs, Winograd's F(2x2, 3x3) forward and
+depthwise, each a forward (which also serves the input gradient, one stride phase at a time;
+:func:`conv_input_grad` runs all phases of a strided dense conv in one call) and a weight gradient;
+and for stride-1 3x3 dense convs, Winograd's F(2x2, 3x3) forward and
 F(3x3, 2x2) weight gradient (:func:`winograd_forward`, :func:`winograd_weight_grad`). On the
 small-channel layers of CNN training they are 1.5-3x faster than XLA's CPU convolution and its
 gradients, and depthwise ones far more (README, Benchmarks).
@@ -44,6 +45,7 @@ __all__ = [
     "cache_dir",
     "channel_sums",
     "conv_forward",
+    "conv_input_grad",
     "conv_weight_grad",
     "depthwise_forward",
     "depthwise_weight_grad",
@@ -57,6 +59,7 @@ _TARGETS = {
     "freqjax_conv_forward": "FreqjaxConvForward",
     "freqjax_winograd_forward": "FreqjaxWinogradForward",
     "freqjax_conv_weight_grad": "FreqjaxConvWeightGrad",
+    "freqjax_conv_input_grad": "FreqjaxConvInputGrad",
     "freqjax_winograd_weight_grad": "FreqjaxWinogradWeightGrad",
     "freqjax_channel_sums": "FreqjaxChannelSums",
     "freqjax_depthwise_forward": "FreqjaxDepthwiseForward",
@@ -187,6 +190,17 @@ def conv_weight_grad(x: jax.Array, dy: jax.Array, kernel: Pair, strides: Pair, p
     out = jax.ShapeDtypeStruct((*kernel, x.shape[-1], dy.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_conv_weight_grad", out, vmap_method="sequential")
     return call(x, dy, **_attrs(strides, pad_top_left))
+
+
+def conv_input_grad(
+    dy: jax.Array, w: jax.Array, x_shape: tuple[int, ...], strides: Pair, pad_top_left: Pair
+) -> jax.Array:
+    """Input gradient (``x_shape``, C_in a multiple of 16) of :func:`conv_forward` given its output
+    gradient ``dy``, in one call: per stride phase, the forward kernel with the flipped sub-kernel,
+    writing straight into its pixels of dx."""
+    out = jax.ShapeDtypeStruct(tuple(x_shape), dy.dtype)
+    call = jax.ffi.ffi_call("freqjax_conv_input_grad", out, vmap_method="sequential")
+    return call(dy, w, **_attrs(strides, pad_top_left))
 
 
 def winograd_weight_grad(x: jax.Array, dy: jax.Array, pad_top_left: Pair) -> jax.Array:

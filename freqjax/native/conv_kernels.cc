@@ -13,7 +13,8 @@
 // row-major (depthwise: w (KH, KW, C)). C_out (depthwise: C) must be a multiple of 16, one 64-byte
 // vector; the Python side checks this and falls back to XLA otherwise. Zero padding is handled by
 // bounds, never by a padded copy. The input gradient is the forward kernel applied per stride
-// phase (freqjax/models/cpu_conv.py, _native_input_grad).
+// phase: for strided dense convs all phases in one call writing into dx (ConvInputGradImpl), else
+// from the Python side (freqjax/models/cpu_conv.py, _native_input_grad).
 //
 // Vectors are GCC/Clang vector extensions, so one source compiles to AVX-512, AVX2 or NEON code
 // for whatever -march the build chose. Work is split over XLA's intra-op thread pool; the calling
@@ -65,11 +66,12 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t tasks, const std::function<void(
 
 struct Geometry {
   int64_t n, h, w, cin, kh, kw, cout, ho, wo, sh, sw, pt, pl;
+  int64_t y_step = 0;  // floats between consecutive output pixels of a row (the forward kernels)
 };
 
 Geometry MakeGeometry(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> wd, int64_t ho, int64_t wo,
                       int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
-  return Geometry{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], ho, wo, sh, sw, pt, pl};
+  return Geometry{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], ho, wo, sh, sw, pt, pl, wd[3]};
 }
 
 struct Range {
@@ -148,7 +150,7 @@ inline void ForwardBlock(const Geometry& g, const float* x_pix, const float* w, 
     }
   }
   for (int r = 0; r < RB; ++r)
-    for (int c = 0; c < CB; ++c) Store(y + r * g.cout + c * kLanes, acc[r][c]);
+    for (int c = 0; c < CB; ++c) Store(y + r * g.y_step + c * kLanes, acc[r][c]);
 }
 
 // Interior pixels [o0, o1) of one output row, whose taps all read inside the row: full RB blocks,
@@ -158,14 +160,14 @@ inline void ForwardInterior(const Geometry& g, const float* x_row, const float* 
                             int64_t o1, int64_t i0, int64_t i1) {
   auto at = [&](int64_t o) { return x_row + (o * g.sw - g.pl) * g.cin; };
   int64_t o = o0;
-  for (; o + RB <= o1; o += RB) ForwardBlock<RB, CB>(g, at(o), w, y_row + o * g.cout, i0, i1, 0, g.kw);
+  for (; o + RB <= o1; o += RB) ForwardBlock<RB, CB>(g, at(o), w, y_row + o * g.y_step, i0, i1, 0, g.kw);
   if constexpr (RB > 1) {
     if (o1 - o >= RB / 2) {
       ForwardInterior<RB / 2, CB>(g, x_row, w, y_row, o, o1, i0, i1);
       return;
     }
   }
-  for (; o < o1; ++o) ForwardBlock<1, CB>(g, at(o), w, y_row + o * g.cout, i0, i1, 0, g.kw);
+  for (; o < o1; ++o) ForwardBlock<1, CB>(g, at(o), w, y_row + o * g.y_step, i0, i1, 0, g.kw);
 }
 
 template <int CB>
@@ -177,7 +179,8 @@ void ForwardRow(const Geometry& g, const float* x_img, const float* w, float* y_
   auto edge = [&](int64_t o) {
     const int64_t left = o * g.sw - g.pl;
     const Range cols = TapsInside(left, g.kw, g.w);
-    ForwardBlock<1, CB>(g, x_row + left * g.cin, w, y_row + o * g.cout, rows.begin, rows.end, cols.begin, cols.end);
+    ForwardBlock<1, CB>(g, x_row + left * g.cin, w, y_row + o * g.y_step, rows.begin, rows.end, cols.begin,
+                        cols.end);
   };
   for (int64_t o = 0; o < inner.begin; ++o) edge(o);
   // 12-24 accumulators. With 4 vectors, 6 pixels rather than 4: a 4x4 block ran at half the FMA
@@ -185,6 +188,24 @@ void ForwardRow(const Geometry& g, const float* x_img, const float* w, float* y_
   constexpr int RB = CB == 1 ? 12 : (CB == 2 ? 8 : 6);
   ForwardInterior<RB, CB>(g, x_row, w, y_row, inner.begin, inner.end, rows.begin, rows.end);
   for (int64_t o = inner.end; o < g.wo; ++o) edge(o);
+}
+
+// Output row oh (pixels y_step floats apart from y_row) for all output channels, in blocks of 4,
+// 2 and 1 vectors.
+void ForwardRowAllChannels(const Geometry& g, const float* x_img, const float* w, float* y_row, int64_t oh) {
+  for (int64_t c = 0; c < g.cout;) {
+    const int64_t vecs = (g.cout - c) / kLanes;
+    if (vecs >= 4) {
+      ForwardRow<4>(g, x_img, w + c, y_row + c, oh);
+      c += 4 * kLanes;
+    } else if (vecs >= 2) {
+      ForwardRow<2>(g, x_img, w + c, y_row + c, oh);
+      c += 2 * kLanes;
+    } else {
+      ForwardRow<1>(g, x_img, w + c, y_row + c, oh);
+      c += kLanes;
+    }
+  }
 }
 
 ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
@@ -198,20 +219,66 @@ ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::B
   // One task per output row (of one image): enough tasks to balance, each a few microseconds or more.
   ParallelFor(pool, g.n * g.ho, [&](int64_t t) {
     const int64_t img = t / g.ho, oh = t % g.ho;
-    const float* x_img = X + img * g.h * g.w * g.cin;
-    float* y_row = Y + (img * g.ho + oh) * g.wo * g.cout;
-    for (int64_t c = 0; c < g.cout;) {
-      const int64_t vecs = (g.cout - c) / kLanes;
-      if (vecs >= 4) {
-        ForwardRow<4>(g, x_img, W + c, y_row + c, oh);
-        c += 4 * kLanes;
-      } else if (vecs >= 2) {
-        ForwardRow<2>(g, x_img, W + c, y_row + c, oh);
-        c += 2 * kLanes;
-      } else {
-        ForwardRow<1>(g, x_img, W + c, y_row + c, oh);
-        c += kLanes;
-      }
+    ForwardRowAllChannels(g, X + img * g.h * g.w * g.cin, W, Y + (img * g.ho + oh) * g.wo * g.cout, oh);
+  });
+  return ffi::Error::Success();
+}
+
+// Input gradient of a strided conv, dx (N, H, W, C_in) from dy (N, Ho, Wo, C_out) and w (KH, KW,
+// C_in, C_out). Along an axis, input pixel p = stride * m + a (phase a) receives
+//   sum_u dy[m - offset + u] * w[r + stride * (taps - 1 - u)],  u < taps,
+// so each (row phase, column phase) is a stride-1 correlation of dy with the flipped sub-kernel
+// w[r::stride] (input and output channels swapped): the forward kernel, writing its outputs
+// `stride` pixels apart straight into dx. No product meets a zero of the dilated dy, and there
+// is no separate interleaving pass. (freqjax/models/cpu_conv.py, _phase, is the same algebra.)
+struct Phase {
+  int64_t first_tap, taps, offset, length;
+};
+
+inline Phase PhaseOf(int64_t size, int64_t kernel, int64_t stride, int64_t pad, int64_t a) {
+  const int64_t r = (a + pad) % stride, q = (a + pad) / stride;
+  const int64_t taps = r < kernel ? (kernel - r + stride - 1) / stride : 0;
+  const int64_t length = a < size ? (size - a + stride - 1) / stride : 0;
+  return {r, taps, taps - 1 - q, length};
+}
+
+ffi::Error ConvInputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                             ffi::ResultBuffer<ffi::F32> dx, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
+  const auto yd = dy.dimensions(), wd = w.dimensions(), xd = dx->dimensions();
+  const int64_t n = xd[0], h = xd[1], wx = xd[2], cin = xd[3], kh = wd[0], kw = wd[1], cout = wd[3];
+  if (cin % kLanes != 0) return ffi::Error::InvalidArgument("freqjax conv input gradient: C_in must be a multiple of 16");
+  const float* W = w.typed_data();
+  struct PhaseConv {
+    Geometry g;
+    std::vector<float> w;  // (taps_h, taps_w, C_out, C_in): flipped, channels swapped
+  };
+  std::vector<PhaseConv> phases;
+  for (int64_t a = 0; a < sh; ++a)
+    for (int64_t b = 0; b < sw; ++b) {
+      const Phase ph = PhaseOf(h, kh, sh, pt, a), pw = PhaseOf(wx, kw, sw, pl, b);
+      PhaseConv p{{n, yd[1], yd[2], cout, ph.taps, pw.taps, cin, ph.length, pw.length, 1, 1, ph.offset, pw.offset,
+                   sw * cin},
+                  std::vector<float>(ph.taps * pw.taps * cout * cin)};
+      for (int64_t u = 0; u < ph.taps; ++u)
+        for (int64_t v = 0; v < pw.taps; ++v) {
+          const int64_t i = ph.first_tap + sh * (ph.taps - 1 - u), j = pw.first_tap + sw * (pw.taps - 1 - v);
+          const float* src = W + (i * kw + j) * cin * cout;
+          float* dst = p.w.data() + (u * pw.taps + v) * cout * cin;
+          for (int64_t ci = 0; ci < cin; ++ci)
+            for (int64_t co = 0; co < cout; ++co) dst[co * cin + ci] = src[ci * cout + co];
+        }
+      phases.push_back(std::move(p));
+    }
+  const float* DY = dy.typed_data();
+  float* DX = dx->typed_data();
+  // One task per dx row: its row phase, then each column phase's pixels (phases without taps get
+  // the zeros of an empty sum).
+  ParallelFor(pool, n * h, [&](int64_t t) {
+    const int64_t img = t / h, row = t % h;
+    for (int64_t b = 0; b < std::min(sw, wx); ++b) {
+      const PhaseConv& p = phases[(row % sh) * sw + b];
+      ForwardRowAllChannels(p.g, DY + img * yd[1] * yd[2] * cout, p.w.data(), DX + ((img * h + row) * wx + b) * cin,
+                            row / sh);
     }
   });
   return ffi::Error::Success();
@@ -825,6 +892,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxConvForward, ConvForwardImpl, FREQJAX_CONV_
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxWinogradForward, WinogradForwardImpl, FREQJAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxWinogradWeightGrad, WinogradWeightGradImpl, FREQJAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxConvWeightGrad, ConvWeightGradImpl, FREQJAX_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxConvInputGrad, ConvInputGradImpl, FREQJAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxDepthwiseForward, DepthwiseForwardImpl, FREQJAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxDepthwiseWeightGrad, DepthwiseWeightGradImpl, FREQJAX_CONV_BINDING);
 
