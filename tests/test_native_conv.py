@@ -176,6 +176,26 @@ def test_weight_gradient_is_reproducible_and_vmaps():
     assert rel_err(per_example, cpu_conv.xla_conv(x, w, (1, 1), ((1, 1), (1, 1)))) <= RTOL
 
 
+def test_native_functions_reject_bad_shapes_before_the_kernels():
+    x, w = jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 32))
+    with pytest.raises(ValueError, match=r"conv_forward: w.shape = \(3, 3, 8, 32\).*x's 16 channels"):
+        native.conv_forward(x, jnp.ones((3, 3, 8, 32)), (1, 1), (1, 1), (8, 8))
+    with pytest.raises(ValueError, match=r"conv_forward: w.shape .*multiple of 16"):
+        native.conv_forward(x, jnp.ones((3, 3, 16, 24)), (1, 1), (1, 1), (8, 8))
+    with pytest.raises(ValueError, match=r"x.dtype = float16"):
+        native.conv_forward(x.astype(jnp.float16), w, (1, 1), (1, 1), (8, 8))
+    with pytest.raises(ValueError, match=r"winograd_forward: w.shape .*3x3"):
+        native.winograd_forward(x, jnp.ones((5, 5, 16, 32)), (2, 2), (8, 8))
+    with pytest.raises(ValueError, match=r"conv_input_grad: w.shape .*dy's 16 channels"):
+        native.conv_input_grad(jnp.ones((2, 4, 4, 16)), w, x.shape, (2, 2), (1, 1))
+    with pytest.raises(ValueError, match=r"conv_weight_grad: dy.shape = \(3, 8, 8, 32\).*batch 2"):
+        native.conv_weight_grad(x, jnp.ones((3, 8, 8, 32)), (3, 3), (1, 1), (1, 1))
+    with pytest.raises(ValueError, match=r"depthwise_forward: w.shape"):
+        native.depthwise_forward(x, jnp.ones((3, 3, 32)), (1, 1), (1, 1), (8, 8))
+    with pytest.raises(ValueError, match=r"channel_sums: b.shape"):
+        native.channel_sums(x, x[:1])
+
+
 def test_build_is_cached_per_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("FREQJAX_CACHE_DIR", str(tmp_path))
     path = native.build()

@@ -166,12 +166,49 @@ def _attrs(strides: Pair, pad_top_left: Pair) -> dict[str, np.int64]:
     }
 
 
+def _expect(ok: bool, fn: str, arg: str, value, valid: str) -> None:
+    """Raise a ValueError naming the function, the argument, its value and what would be valid:
+    the kernels trust their shapes, so a mismatch must never reach them."""
+    if not ok:
+        raise ValueError(f"freqjax.native.{fn}: {arg} = {value} is not valid; {valid}")
+
+
+def _check_arrays(fn: str, ndims: dict[str, int], **arrays: jax.Array) -> None:
+    for name, a in arrays.items():
+        _expect(a.dtype == np.float32, fn, f"{name}.dtype", a.dtype, "the kernels take float32")
+        _expect(a.ndim == ndims[name], fn, f"{name}.shape", a.shape, f"expected {ndims[name]} dimensions")
+
+
+def _check_lanes(fn: str, arg: str, shape: tuple[int, ...], axis: int = -1) -> None:
+    _expect(shape[axis] % LANES == 0, fn, arg, shape, f"its channels (axis {axis}) must be a multiple of {LANES}")
+
+
+def _check_dense(fn: str, x: jax.Array, w: jax.Array, winograd: bool = False) -> None:
+    _check_arrays(fn, {"x": 4, "w": 4}, x=x, w=w)
+    _expect(w.shape[2] == x.shape[3], fn, "w.shape", w.shape, f"w[2] must be x's {x.shape[3]} channels")
+    _check_lanes(fn, "w.shape", w.shape)
+    if winograd:
+        _expect(w.shape[:2] == (3, 3), fn, "w.shape", w.shape, "Winograd takes 3x3 kernels")
+        _check_lanes(fn, "x.shape", x.shape)
+
+
+def _check_grad(fn: str, x: jax.Array, dy: jax.Array, depthwise: bool = False, winograd: bool = False) -> None:
+    _check_arrays(fn, {"x": 4, "dy": 4}, x=x, dy=dy)
+    _expect(dy.shape[0] == x.shape[0], fn, "dy.shape", dy.shape, f"dy[0] must be x's batch {x.shape[0]}")
+    _check_lanes(fn, "dy.shape", dy.shape)
+    if depthwise:
+        _expect(dy.shape[3] == x.shape[3], fn, "dy.shape", dy.shape, f"dy[3] must be x's {x.shape[3]} channels")
+    if winograd:
+        _check_lanes(fn, "x.shape", x.shape)
+
+
 def conv_forward(x: jax.Array, w: jax.Array, strides: Pair, pad_top_left: Pair, out_hw: Pair) -> jax.Array:
     """Direct conv of NHWC float32 ``x`` with HWIO ``w`` (C_out a multiple of 16) into (N, *out_hw, C_out).
 
     Zero padding: ``pad_top_left`` rows and columns before the image; rows and columns that
     ``out_hw`` needs past its end read as zeros. Call only when :func:`available`.
     """
+    _check_dense("conv_forward", x, w)
     out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, w.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_conv_forward", out, vmap_method="sequential")
     return call(x, w, **_attrs(strides, pad_top_left))
@@ -180,6 +217,7 @@ def conv_forward(x: jax.Array, w: jax.Array, strides: Pair, pad_top_left: Pair, 
 def winograd_forward(x: jax.Array, w: jax.Array, pad_top_left: Pair, out_hw: Pair) -> jax.Array:
     """:func:`conv_forward` of a stride-1 3x3 conv by Winograd's F(2x2, 3x3): 16 products per
     channel pair and 2x2 output tile instead of 36. C_in and C_out must be multiples of 16."""
+    _check_dense("winograd_forward", x, w, winograd=True)
     out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, w.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_winograd_forward", out, vmap_method="sequential")
     return call(x, w, **_attrs((1, 1), pad_top_left))
@@ -187,6 +225,7 @@ def winograd_forward(x: jax.Array, w: jax.Array, pad_top_left: Pair, out_hw: Pai
 
 def conv_weight_grad(x: jax.Array, dy: jax.Array, kernel: Pair, strides: Pair, pad_top_left: Pair) -> jax.Array:
     """Weight gradient (kh, kw, C_in, C_out) of :func:`conv_forward` given its output gradient ``dy``."""
+    _check_grad("conv_weight_grad", x, dy)
     out = jax.ShapeDtypeStruct((*kernel, x.shape[-1], dy.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_conv_weight_grad", out, vmap_method="sequential")
     return call(x, dy, **_attrs(strides, pad_top_left))
@@ -198,6 +237,13 @@ def conv_input_grad(
     """Input gradient (``x_shape``, C_in a multiple of 16) of :func:`conv_forward` given its output
     gradient ``dy``, in one call: per stride phase, the forward kernel with the flipped sub-kernel,
     writing straight into its pixels of dx."""
+    fn = "conv_input_grad"
+    _check_arrays(fn, {"dy": 4, "w": 4}, dy=dy, w=w)
+    _expect(len(x_shape) == 4, fn, "x_shape", x_shape, "expected (N, H, W, C_in)")
+    _expect(w.shape[2] == x_shape[3], fn, "w.shape", w.shape, f"w[2] must be x_shape's {x_shape[3]} channels")
+    _expect(w.shape[3] == dy.shape[3], fn, "w.shape", w.shape, f"w[3] must be dy's {dy.shape[3]} channels")
+    _expect(dy.shape[0] == x_shape[0], fn, "dy.shape", dy.shape, f"dy[0] must be x_shape's batch {x_shape[0]}")
+    _check_lanes(fn, "x_shape", tuple(x_shape))
     out = jax.ShapeDtypeStruct(tuple(x_shape), dy.dtype)
     call = jax.ffi.ffi_call("freqjax_conv_input_grad", out, vmap_method="sequential")
     return call(dy, w, **_attrs(strides, pad_top_left))
@@ -206,6 +252,7 @@ def conv_input_grad(
 def winograd_weight_grad(x: jax.Array, dy: jax.Array, pad_top_left: Pair) -> jax.Array:
     """:func:`conv_weight_grad` of a stride-1 3x3 conv by Winograd's F(3x3, 2x2) (16 products per
     channel pair and 2x2 tile of ``dy`` instead of 36). C_in and C_out must be multiples of 16."""
+    _check_grad("winograd_weight_grad", x, dy, winograd=True)
     out = jax.ShapeDtypeStruct((3, 3, x.shape[-1], dy.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_winograd_weight_grad", out, vmap_method="sequential")
     return call(x, dy, **_attrs((1, 1), pad_top_left))
@@ -214,6 +261,10 @@ def winograd_weight_grad(x: jax.Array, dy: jax.Array, pad_top_left: Pair) -> jax
 def depthwise_forward(x: jax.Array, w: jax.Array, strides: Pair, pad_top_left: Pair, out_hw: Pair) -> jax.Array:
     """Depthwise conv of NHWC float32 ``x`` (C a multiple of 16) with ``w`` (kh, kw, C); padding as
     :func:`conv_forward`."""
+    fn = "depthwise_forward"
+    _check_arrays(fn, {"x": 4, "w": 3}, x=x, w=w)
+    _expect(w.shape[2] == x.shape[3], fn, "w.shape", w.shape, f"w[2] must be x's {x.shape[3]} channels")
+    _check_lanes(fn, "x.shape", x.shape)
     out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, x.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_depthwise_forward", out, vmap_method="sequential")
     return call(x, w, **_attrs(strides, pad_top_left))
@@ -221,6 +272,7 @@ def depthwise_forward(x: jax.Array, w: jax.Array, strides: Pair, pad_top_left: P
 
 def depthwise_weight_grad(x: jax.Array, dy: jax.Array, kernel: Pair, strides: Pair, pad_top_left: Pair) -> jax.Array:
     """Weight gradient (kh, kw, C) of :func:`depthwise_forward` given its output gradient ``dy``."""
+    _check_grad("depthwise_weight_grad", x, dy, depthwise=True)
     out = jax.ShapeDtypeStruct((*kernel, x.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_depthwise_weight_grad", out, vmap_method="sequential")
     return call(x, dy, **_attrs(strides, pad_top_left))
@@ -229,5 +281,8 @@ def depthwise_weight_grad(x: jax.Array, dy: jax.Array, kernel: Pair, strides: Pa
 def channel_sums(a: jax.Array, b: jax.Array) -> jax.Array:
     """(2, C): per-channel sums of ``a`` and of ``a * b`` over all leading axes, float32, C a
     multiple of 16, in one pass (BatchNorm's statistics and their gradients)."""
+    _check_arrays("channel_sums", {"a": a.ndim, "b": a.ndim}, a=a, b=b)
+    _expect(b.shape == a.shape, "channel_sums", "b.shape", b.shape, f"must equal a.shape {a.shape}")
+    _check_lanes("channel_sums", "a.shape", a.shape)
     out = jax.ShapeDtypeStruct((2, a.shape[-1]), a.dtype)
     return jax.ffi.ffi_call("freqjax_channel_sums", out, vmap_method="sequential")(a, b)
