@@ -319,7 +319,8 @@ def _native_input_grad(
     ``i = r (mod stride)`` reach phase ``a``, so each phase is a stride-1 correlation of ``dy``
     with the flipped sub-kernel ``w[r::stride]`` (channels swapped if dense), and the phases interleave into
     dx. At stride 1 it is the one transposed conv; at stride 2 no product with a dilation zero is
-    computed (XLA's transposed conv computes 4x the products).
+    computed (XLA's transposed conv computes 4x the products). Strided dense convs use
+    :func:`freqjax.native.conv_input_grad` instead, the same algebra in one call.
     """
     n, h, wd, c = x_shape
     (kh, kw), (sh, sw) = w.shape[:2], strides
