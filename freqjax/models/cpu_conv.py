@@ -358,12 +358,13 @@ def _native_input_grad(
 
 def _native_bwd(strides, padding, residuals, dy):
     x, w = residuals
-    if x.shape[-1] % native.LANES == 0 and strides != (1, 1):
-        # every stride phase in one call, written in place: 0.8-0.9x the time of per-phase calls
-        # plus an interleaving pass at 16 and 64 input channels, on par at 32 and 128
-        dx = native.conv_input_grad(dy, w, x.shape, strides, _top_left(padding))
-    elif x.shape[-1] % native.LANES == 0:
-        dx = _native_input_grad(w, dy, x.shape, strides, padding)
+    if x.shape[-1] % native.LANES == 0:
+        if strides != (1, 1):
+            # every stride phase in one call, written in place: 0.8-0.9x the time of per-phase calls
+            # plus an interleaving pass at 16 and 64 input channels, on par at 32 and 128
+            dx = native.conv_input_grad(dy, w, x.shape, strides, _top_left(padding))
+        else:  # one phase: Winograd's or the direct forward of the flipped kernel
+            dx = _native_input_grad(w, dy, x.shape, strides, padding)
     else:  # the input gradient's channels (C_in) are not whole vectors
         dx = _input_grad(w, dy, x.shape, strides, padding)
     dw = _native_weight_grad(x, dy, w.shape[:2], strides, padding)

@@ -179,8 +179,8 @@ def _check_arrays(fn: str, ndims: dict[str, int], **arrays: jax.Array) -> None:
         _expect(a.ndim == ndims[name], fn, f"{name}.shape", a.shape, f"expected {ndims[name]} dimensions")
 
 
-def _check_lanes(fn: str, arg: str, shape: tuple[int, ...], axis: int = -1) -> None:
-    _expect(shape[axis] % LANES == 0, fn, arg, shape, f"its channels (axis {axis}) must be a multiple of {LANES}")
+def _check_lanes(fn: str, arg: str, shape: tuple[int, ...]) -> None:
+    _expect(shape[-1] % LANES == 0, fn, arg, shape, f"its channels (last axis) must be a multiple of {LANES}")
 
 
 def _check_dense(fn: str, x: jax.Array, w: jax.Array, winograd: bool = False) -> None:

@@ -246,7 +246,8 @@ ffi::Error ConvInputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi
                              ffi::ResultBuffer<ffi::F32> dx, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
   const auto yd = dy.dimensions(), wd = w.dimensions(), xd = dx->dimensions();
   const int64_t n = xd[0], h = xd[1], wx = xd[2], cin = xd[3], kh = wd[0], kw = wd[1], cout = wd[3];
-  if (cin % kLanes != 0) return ffi::Error::InvalidArgument("freqjax conv input gradient: C_in must be a multiple of 16");
+  if (cin % kLanes != 0)
+    return ffi::Error::InvalidArgument("freqjax conv input gradient: C_in must be a multiple of 16");
   const float* W = w.typed_data();
   struct PhaseConv {
     Geometry g;
