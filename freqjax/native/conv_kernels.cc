@@ -183,8 +183,9 @@ void ForwardRow(const Geometry& g, const float* x_img, const float* w, float* y_
                         cols.end);
   };
   for (int64_t o = 0; o < inner.begin; ++o) edge(o);
-  // 12-24 accumulators. With 4 vectors, 6 pixels rather than 4: a 4x4 block ran at half the FMA
-  // rate of 6x4 in isolation on the README's EPYC (AVX-512) and the 64-channel layers 1.2x slower.
+  // 12-24 accumulators. With 4 vectors, 6 pixels rather than 4: on the README's EPYC (AVX-512) a
+  // 4x4 block ran at about half the FMA rate of 6x4 in a standalone loop, and 64-channel layers
+  // 1.2x slower (A/B of two builds in one process; neither harness is in the repository).
   constexpr int RB = CB == 1 ? 12 : (CB == 2 ? 8 : 6);
   ForwardInterior<RB, CB>(g, x_row, w, y_row, inner.begin, inner.end, rows.begin, rows.end);
   for (int64_t o = inner.end; o < g.wo; ++o) edge(o);
@@ -535,7 +536,7 @@ ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ff
       const float* ux = u.data() + xi * g.cin * g.cout;
       float* mx = m.data() + xi * PointStride(kWinoTiles, g.cout);
       // Register blocks of 24, 16 and 8 accumulators: 6 x 4 and 8 x 1 ran 1.4x and 1.1x faster than
-      // 4 x 4 and 16 x 1 at 64 and 16 channels.
+      // 4 x 4 and 16 x 1 at 64 and 16 channels (A/B of two builds, as above).
       for (int64_t c = 0; c < g.cout;) {
         const int64_t vecs = (g.cout - c) / kLanes;
         if (vecs >= 4) {
@@ -567,8 +568,8 @@ ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ff
 // Tiles transformed per block: each GEMM sums that many tiles into its accumulators between
 // loading and storing them. Blocks span images and hold about 4096 floats per transform point and
 // operand (32-256 tiles; 256 KiB of scratch per operand up to 128 channels): at 16-64 channels
-// and 8-32 pixels a side this ran 1.1-1.2x faster than blocks of 32 tiles of one image, and made
-// the weight gradient faster than the direct kernel on every shape of
+// and 8-32 pixels a side this ran 1.1-1.2x faster than blocks of 32 tiles of one image (A/B of
+// two builds), and made the weight gradient faster than the direct kernel on every shape of
 // `benchmarks/cpu_conv_ops.py winograd`.
 constexpr int64_t kWinoGradFloats = 4096;
 inline int64_t WinogradGradBlock(int64_t cin, int64_t cout) {
