@@ -5,7 +5,12 @@ Multi-device code (meshes, sharded batches) is then exercised on any machine, CI
 
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# LLVM optimisation level 0: the suite is XLA-compile bound (a model's train step compiles for
+# 10-40 s on 2 cores, its tiny batch runs in well under one); level 0 compiles 1.4-1.7x faster.
+# Values are unchanged to rounding; the native kernels are compiled by their own build.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
