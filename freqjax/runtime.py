@@ -11,7 +11,7 @@ largest value, 32 MiB, too. Buffers above that threshold (XLA's per-execution te
 is one: 87 MB for the quick CIFAR ResNet's train step) would still be mmapped and page-faulted
 afresh on every step, so ``mmap_max=0`` turns mmap off and ``arena_max=1`` keeps every thread on
 the main arena, whose heap can grow to any size (the other arenas' heaps are capped at 64 MiB
-and fall back to mmap for anything larger): about 680 page faults per step became 5 in 80 steps, and that
+and fall back to mmap for anything larger): 550-650 page faults per step became 0-3, and that
 train step ran 1.15x faster on the 2-core Xeon (``python benchmarks/malloc_tunables.py``). They
 must be set before the process starts, so the entry points re-execute themselves once with them.
 
