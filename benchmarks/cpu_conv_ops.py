@@ -198,12 +198,10 @@ def _switched_off(parts: tuple[str, ...]):
 
 def ablation(model: str, count: int) -> None:
     """Median train-step ms of each :data:`ABLATIONS` variant, alternating two steps of each ``count`` times."""
-    from freqjax.train_bench import _input_shape, default_batch, default_size, make_freqjax_step
+    from freqjax.train_bench import make_freqjax_step, random_batch
 
-    batch, shape = default_batch(model), _input_shape(model, default_size(model))
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, *shape), dtype=np.float32)
-    y = (np.arange(batch) % 10).astype(np.int32)
+    x, y = random_batch(model)
+    batch = len(x)
     steps = {}
     for name, parts in ABLATIONS.items():
         with _switched_off(parts):

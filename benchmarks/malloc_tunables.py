@@ -20,28 +20,17 @@ import statistics
 import subprocess
 import sys
 
-from freqjax.runtime import MALLOC_TUNABLES
-
-PREVIOUS = "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=4294967296:glibc.malloc.mmap_threshold=33554432"
+from freqjax.runtime import MALLOC_THRESHOLDS, MALLOC_TUNABLES
 
 _CHILD = """
-import json, resource, statistics, sys, time
-import numpy as np
-from freqjax.train_bench import _input_shape, default_batch, default_size, make_freqjax_step
+import json, resource, statistics, sys
+from freqjax.profile import time_call
+from freqjax.train_bench import make_freqjax_step, random_batch
 name, impl, steps = sys.argv[1], (None if sys.argv[2] == "default" else sys.argv[2]), int(sys.argv[3])
-batch, size = default_batch(name), default_size(name)
-rng = np.random.default_rng(0)
-x = rng.standard_normal((batch, *_input_shape(name, size)), dtype=np.float32)
-y = np.arange(batch, dtype=np.int32) % 10
-step = make_freqjax_step(name, x, y, impl=impl)
-for _ in range(8):
-    step()
+step = make_freqjax_step(name, *random_batch(name), impl=impl)
+time_call(step, 1, warmup=7)  # 8 warm-up steps, outside the fault count
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-times = []
-for _ in range(steps):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
+times = time_call(step, steps, warmup=0)
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 print(json.dumps({"ms": 1e3 * statistics.median(times), "faults_per_step": faults / steps}))
 """
@@ -61,7 +50,7 @@ def main() -> None:
     parser.add_argument("--impl", default="default", help="conv implementation: default, native, cpu or xla")
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--a", default=PREVIOUS, help="first GLIBC_TUNABLES value (default: the previous one)")
+    parser.add_argument("--a", default=MALLOC_THRESHOLDS, help="first GLIBC_TUNABLES value (default: the previous one)")
     parser.add_argument("--b", default=MALLOC_TUNABLES, help="second value (default: freqjax's MALLOC_TUNABLES)")
     args = parser.parse_args()
     runs: dict[str, list[dict]] = {"a": [], "b": []}

@@ -36,6 +36,7 @@ __all__ = [
     "default_batch",
     "default_size",
     "make_freqjax_step",
+    "random_batch",
     "run_train_step",
 ]
 
@@ -69,6 +70,17 @@ def _input_shape(name: str, size: int) -> tuple[int, int, int]:
             raise ValueError(f"size for DCT model {name!r} must be a multiple of 8 pixels, got {size}")
         return (size // 8, size // 8, info.input_shape[-1])
     return (size, size, info.input_shape[-1])
+
+
+def random_batch(
+    name: str, batch: int | None = None, size: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A standard-normal float32 input batch for model ``name`` (``batch`` x its input at ``size``;
+    defaults :func:`default_batch`, :func:`default_size`) and cyclic labels of :data:`NUM_CLASSES`."""
+    batch = batch or default_batch(name)
+    shape = _input_shape(name, size or default_size(name))
+    x = np.random.default_rng(seed).standard_normal((batch, *shape), dtype=np.float32)
+    return x, np.arange(batch, dtype=np.int32) % NUM_CLASSES
 
 
 def make_freqjax_step(name: str, x: np.ndarray, y: np.ndarray, *, impl: str | None = None) -> Callable[[], None]:
@@ -156,12 +168,9 @@ def bench_train_step(
         raise ValueError(f"paths must be a non-empty subset of {PATHS}, got {list(paths)}")
     batch = batch or default_batch(name)
     size = size or default_size(name)
-    shape = _input_shape(name, size)
     threads = threads or available_cpus()
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, *shape), dtype=np.float32)
-    y = np.arange(batch, dtype=np.int32) % NUM_CLASSES
-    result: dict = {"model": name, "batch": batch, "size": size, "input_shape": list(shape), "threads": threads}
+    x, y = random_batch(name, batch, size, seed)
+    result: dict = {"model": name, "batch": batch, "size": size, "input_shape": list(x.shape[1:]), "threads": threads}
     for path in paths:
         if path == "torch":
             note = torch_missing()
