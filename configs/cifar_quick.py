@@ -6,7 +6,7 @@
 ``cifar10`` (default) reads ``folder:../shared/data/cifar10-jpeg`` (train/ and test/, 32x32 JPEGs),
 trains ``cifar_resnet8`` (78k params, 12.5 MMACs) for 5 epochs with pad-4 crop + flip, Nesterov SGD
 and a cosine schedule: on a 2-core EPYC it passes 70 % test top-1 after epoch 4 (about 2 min 50 s)
-and ends at about 72 % in about 3 min 30 s; a 2-core Xeon took 5 min 30 s (README, Training).
+and ends at about 72 % in about 3 min 30 s; a 2-core Xeon took 5.5-6.5 min (README, Training).
 ``synthetic`` needs no data: the loss falls and accuracy rises on grating images within a couple
 of minutes.
 """
