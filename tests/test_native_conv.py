@@ -194,6 +194,15 @@ def test_native_functions_reject_bad_shapes_before_the_kernels():
         native.depthwise_forward(x, jnp.ones((3, 3, 32)), (1, 1), (1, 1), (8, 8))
     with pytest.raises(ValueError, match=r"channel_sums: b.shape"):
         native.channel_sums(x, x[:1])
+    a = jnp.ones(16)
+    with pytest.raises(ValueError, match=r"scale_shift_act: a.shape = \(8,\).*one value per channel"):
+        native.scale_shift_act(x, a[:8], a, relu=True)
+    with pytest.raises(ValueError, match=r"scale_shift_act: residual.shape = \(1, 8, 8, 16\)"):
+        native.scale_shift_act(x, a, a, x[:1], relu=True)
+    with pytest.raises(ValueError, match=r"act_grad_sums: x.shape .*multiple of 16"):
+        native.act_grad_sums(x[..., :8], x[..., :8], x[..., :8], relu=True)
+    with pytest.raises(ValueError, match=r"norm_input_grad: coef.shape = \(2, 16\).*\(3, 16\)"):
+        native.norm_input_grad(x, x, x, jnp.ones((2, 16)), relu=False)
 
 
 def test_build_is_cached_per_machine(tmp_path, monkeypatch):
@@ -302,3 +311,120 @@ def test_native_batch_norm_needs_whole_vectors_of_channels():
     fn, args = _bn_step(24)  # 24 channels: flax's formulation even under 'native'
     with conv_impl("native"):
         assert "freqjax_channel_sums" not in _ffi_targets(fn, *args)
+
+
+def _fused_bn_step(channels, act, with_residual):
+    """Train-mode ``BatchNorm(x, act=act, residual=r)``: (y, new batch_stats, grads wrt x, r, params)."""
+    bn = BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    rng = np.random.default_rng(channels + with_residual)
+    x = jnp.asarray(rng.normal(size=(6, 5, 7, channels)) * 2.0 + 0.5, jnp.float32)
+    r = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    variables = bn.init(jax.random.key(0), x)
+    params = {"scale": jnp.linspace(-0.5, 1.5, channels), "bias": jnp.linspace(-1.0, 1.0, channels)}
+    cot = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+
+    def f(x_, r_, p):
+        out, updates = bn.apply(
+            {**variables, "params": p}, x_, act=act, residual=r_ if with_residual else None, mutable=["batch_stats"]
+        )
+        return jnp.sum(out * cot), (out, updates["batch_stats"])
+
+    return jax.jit(jax.grad(f, (0, 1, 2), has_aux=True)), (x, r, params)
+
+
+@pytest.mark.parametrize("act", [None, "relu"])
+@pytest.mark.parametrize("with_residual", [False, True])
+@pytest.mark.parametrize("channels", [16, 48])
+def test_fused_native_batch_norm_matches_xla_ops(act, with_residual, channels):
+    fn, args = _fused_bn_step(channels, act, with_residual)
+    with conv_impl("native"):
+        (dx, dr, dp), (y, stats) = fn(*args)
+        targets = _ffi_targets(fn, *args)
+    add = "_add" if with_residual else ""
+    assert targets == [
+        "freqjax_act_grad_sums",
+        "freqjax_channel_sums",
+        "freqjax_norm_input_grad" + ("_and_dz" if with_residual else ""),
+        f"freqjax_scale_shift{add}_act",
+    ]
+    with conv_impl("cpu"):  # flax's statistics, XLA ops and autodiff's backward
+        (dx_ref, dr_ref, dp_ref), (y_ref, stats_ref) = fn(*args)
+        assert not any(t.startswith("freqjax_") for t in _ffi_targets(fn, *args))
+    if act == "relu":
+        assert float(jnp.min(y)) == 0.0 and float(jnp.mean(y == 0.0)) > 0.2  # the ReLU clips a good share
+    for name, a, b in [
+        ("y", y, y_ref),
+        ("mean", stats["mean"], stats_ref["mean"]),
+        ("var", stats["var"], stats_ref["var"]),
+        ("dx", dx, dx_ref),
+        ("dscale", dp["scale"], dp_ref["scale"]),
+        ("dbias", dp["bias"], dp_ref["bias"]),
+        *([("dresidual", dr, dr_ref)] if with_residual else []),
+    ]:
+        assert rel_err(a, b) <= RTOL, name
+    if not with_residual:  # r not used: zero gradient
+        assert float(jnp.max(jnp.abs(dr))) == 0.0
+
+
+def test_fused_batch_norm_falls_back_for_other_activations_and_eval():
+    x = jnp.linspace(-3.0, 3.0, 2 * 3 * 3 * 16).reshape(2, 3, 3, 16)
+    bn = BatchNorm(momentum=0.9)
+    variables = bn.init(jax.random.key(0), x, use_running_average=False)
+    with conv_impl("native"):
+        silu = _ffi_targets(lambda v: bn.apply(v, x, False, act="silu", mutable=["batch_stats"]), variables)
+        assert silu == ["freqjax_channel_sums"]  # the statistics natively, the rest in XLA ops
+        evaluated = bn.apply(variables, x, True, act="relu", residual=x)
+    # eval: running statistics (mean 0, var 1 at init), so y = relu(x / sqrt(1 + eps) + x)
+    assert rel_err(evaluated, jax.nn.relu(x / np.sqrt(1 + 1e-5) + x)) <= RTOL
+    with pytest.raises(ValueError, match="residual must have x's shape"):
+        bn.apply(variables, x, False, residual=x[:1], mutable=["batch_stats"])
+    with pytest.raises(ValueError, match="activation must be one of"):
+        bn.apply(variables, x, False, act="swish!", mutable=["batch_stats"])
+
+
+def test_resnet_blocks_fuse_their_batch_norms():
+    from freqjax.models import create_model
+
+    model = create_model("cifar_resnet8", num_classes=10)
+    x = jnp.ones((2, 32, 32, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    variables = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), variables)
+
+    def loss(p):
+        out, _ = model.apply({**variables, "params": p}, x, train=True, mutable=["batch_stats"])
+        return jnp.sum(out)
+
+    with conv_impl("native"):
+        hlo = jax.jit(jax.grad(loss)).lower(variables["params"]).as_text()
+    # 3 blocks: bn2 + shortcut + ReLU fused (3), bn1 + ReLU and the stem's (4), the 2 downsample BNs
+    assert len(re.findall(r"@freqjax_scale_shift_add_act\(", hlo)) == 3
+    assert len(re.findall(r"@freqjax_scale_shift_act\(", hlo)) == 6
+
+
+def test_normalize_act_differentiates_its_statistics_too():
+    """Gradients through the returned mean and variance (zero in a model, where they only feed the
+    running averages) match autodiff of the same formula."""
+    from freqjax.models import native_bn
+
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(3, 4, 5, 32)) * 2 + 1, jnp.float32)
+    r, cot = (jnp.asarray(rng.normal(size=x.shape), jnp.float32) for _ in range(2))
+    scale, bias, c_mean, c_var = (jnp.asarray(rng.normal(size=32), jnp.float32) for _ in range(4))
+
+    def reference(x_, s, b, r_):
+        mean = x_.mean((0, 1, 2))
+        var = jnp.maximum(0.0, (x_ * x_).mean((0, 1, 2)) - mean * mean)
+        return jax.nn.relu((x_ - mean) * jax.lax.rsqrt(var + 1e-5) * s + b + r_), mean, var
+
+    def fused(x_, s, b, r_):
+        return native_bn.normalize_act(x_, s, b, r_, eps=1e-5, relu=True)
+
+    def loss(fn):
+        def value(*args):
+            y, mean, var = fn(*args)
+            return jnp.sum(y * cot) + jnp.sum(mean * c_mean) + jnp.sum(var * c_var)
+
+        return jax.grad(value, argnums=(0, 1, 2, 3))
+
+    for ours, ref in zip(loss(fused)(x, scale, bias, r), loss(reference)(x, scale, bias, r), strict=True):
+        assert rel_err(ours, ref) <= RTOL
