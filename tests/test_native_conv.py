@@ -58,6 +58,21 @@ def test_native_conv_matches_xla(k, s, pad, c_in, c_out):
         assert rel_err(a, b) <= RTOL, name
 
 
+@pytest.mark.parametrize("c_in", [1, 2, 3])
+@pytest.mark.parametrize(("s", "pad", "c_out"), [(1, sym(3, 1), 16), (2, sym(3, 2), 32), (1, ((0, 0), (2, 1)), 16)])
+def test_native_stem_weight_gradient_matches_xla(c_in, s, pad, c_out):
+    """3x3 convs with 1-3 input channels (stems) take a weight-gradient kernel of their own."""
+    rng = np.random.default_rng(10 * c_in + s)
+    x = jnp.asarray(rng.normal(size=(5, 11, 13, c_in)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, c_in, c_out)), jnp.float32)
+    y_shape = jax.eval_shape(lambda a, b: cpu_conv.xla_conv(a, b, (s, s), pad), x, w).shape
+    dy = jnp.asarray(rng.normal(size=y_shape), jnp.float32)
+    ref = jax.vjp(lambda b: cpu_conv.xla_conv(x, b, (s, s), pad), w)[1](dy)[0]
+    ours = native.conv_weight_grad(x, dy, (3, 3), (s, s), (pad[0][0], pad[1][0]))
+    assert ours.shape == ref.shape
+    assert rel_err(ours, ref) <= RTOL
+
+
 @pytest.mark.parametrize(("kernel", "strides", "pad"), DEPTHWISE_CASES)
 def test_native_depthwise_matches_xla(kernel, strides, pad):
     rng = np.random.default_rng(sum(kernel) + 7 * strides[0] + strides[1])

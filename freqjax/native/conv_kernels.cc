@@ -307,6 +307,54 @@ void WeightGradChannels(const Geometry& g, const float* X, const float* DY, int6
   }
 }
 
+// Weight gradient of a 3x3 conv with CIN <= 3 input channels (an RGB or grayscale stem) for the
+// output vector at co0, over images [img0, img1): all 9 * CIN (tap, input channel) sums of the
+// vector stay in registers, so dy is read once, where the per-tap blocks above read it once per
+// tap and block of input channels (18 times for RGB). Added into `out` (3, 3, CIN, C_out).
+template <int CIN>
+void WeightGradStem(const Geometry& g, const float* X, const float* DY, int64_t img0, int64_t img1, int64_t co0,
+                    float* out) {
+  Vec acc[3][3][CIN];
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      for (int c = 0; c < CIN; ++c) acc[i][j][c] = Vec{};
+  for (int64_t img = img0; img < img1; ++img) {
+    for (int64_t oh = 0; oh < g.ho; ++oh) {
+      const int64_t top = oh * g.sh - g.pt;
+      const Range rows = TapsInside(top, 3, g.h);
+      const float* dy_row = DY + (img * g.ho + oh) * g.wo * g.cout + co0;
+      const float* x_top = X + (img * g.h + top) * g.w * CIN;  // row of tap 0 (only `rows` read)
+      for (int64_t ow = 0; ow < g.wo; ++ow) {
+        const Vec dv = Load(dy_row + ow * g.cout);
+        const int64_t left = ow * g.sw - g.pl;
+        const Range cols = TapsInside(left, 3, g.w);
+        if (rows.begin == 0 && rows.end == 3 && cols.begin == 0 && cols.end == 3) {  // interior: no checks
+          for (int i = 0; i < 3; ++i) {
+            const float* xp = x_top + (i * g.w + left) * CIN;
+            for (int j = 0; j < 3; ++j)
+              for (int c = 0; c < CIN; ++c) acc[i][j][c] += xp[j * CIN + c] * dv;
+          }
+          continue;
+        }
+        for (int i = 0; i < 3; ++i) {
+          if (i < rows.begin || i >= rows.end) continue;
+          const float* xp = x_top + (i * g.w + left) * CIN;
+          for (int j = 0; j < 3; ++j) {
+            if (j < cols.begin || j >= cols.end) continue;
+            for (int c = 0; c < CIN; ++c) acc[i][j][c] += xp[j * CIN + c] * dv;
+          }
+        }
+      }
+    }
+  }
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      for (int c = 0; c < CIN; ++c) {
+        float* o = out + ((i * 3 + j) * CIN + c) * g.cout + co0;
+        Store(o, Load(o) + acc[i][j][c]);
+      }
+}
+
 ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                               ffi::ResultBuffer<ffi::F32> dw, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
   const auto dyd = dy.dimensions();
@@ -321,6 +369,19 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
   std::vector<float> partial(chunks > 1 ? chunks * size : 0);
   float* sums = chunks > 1 ? partial.data() : DW;
   std::memset(sums, 0, sizeof(float) * chunks * size);
+  if (g.kh == 3 && g.kw == 3 && g.cin <= 3) {  // a stem: one (chunk, output vector) task reads dy once
+    const int64_t vecs = g.cout / kLanes;
+    ParallelFor(pool, chunks * vecs, [&](int64_t t) {
+      const int64_t chunk = t / vecs, co = t % vecs * kLanes;
+      const int64_t img0 = g.n * chunk / chunks, img1 = g.n * (chunk + 1) / chunks;
+      float* out = sums + chunk * size;
+      if (g.cin == 3) WeightGradStem<3>(g, X, DY, img0, img1, co, out);
+      if (g.cin == 2) WeightGradStem<2>(g, X, DY, img0, img1, co, out);
+      if (g.cin == 1) WeightGradStem<1>(g, X, DY, img0, img1, co, out);
+    });
+    if (chunks > 1) SumChunks(pool, sums, chunks, size, DW);
+    return ffi::Error::Success();
+  }
   ParallelFor(pool, chunks * taps, [&](int64_t t) {
     const int64_t chunk = t / taps, tap = t % taps, i = tap / g.kw, j = tap % g.kw;
     const int64_t img0 = g.n * chunk / chunks, img1 = g.n * (chunk + 1) / chunks;
@@ -342,7 +403,6 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
   if (chunks > 1) SumChunks(pool, sums, chunks, size, DW);
   return ffi::Error::Success();
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Winograd F(2x2, 3x3) for stride-1 3x3 convs with C_in and C_out multiples of 16 (Lavin & Gray
