@@ -239,7 +239,7 @@ def _switched_off(parts: tuple[str, ...]):
     from freqjax.models import native_bn
     from freqjax.models.layers import BatchNorm
 
-    saved = cpu_conv._winograd_applies, native_bn.applies, BatchNorm._fusable
+    saved = cpu_conv._winograd_applies, native_bn.applies, BatchNorm.__dict__["_fusable"]  # the staticmethod
     if "winograd" in parts:
         cpu_conv._winograd_applies = lambda *args: False
     if "fused_bn" in parts:
