@@ -2,17 +2,13 @@
 
     python benchmarks/cpu_conv_ops.py ops            # one op at a time: XLA, cpu_conv, native, PyTorch
     python benchmarks/cpu_conv_ops.py winograd       # native direct vs Winograd kernels, stride-1 3x3
-    python benchmarks/cpu_conv_ops.py norm           # BatchNorm + ReLU: XLA ops vs the native kernels
-    python benchmarks/cpu_conv_ops.py ablation --model cifar_resnet8   # train step without native pieces
+    python benchmarks/cpu_conv_ops.py ablation --model cifar_resnet8   # train step without Winograd / BN sums
     python benchmarks/cpu_conv_ops.py rounds --model cifar_resnet8 --rounds 4
 
 ``ops`` times, per shape, the jitted forward and forward + backward (input and weight gradients)
 of XLA's convolution, of :mod:`freqjax.models.cpu_conv`'s XLA-op formulations ('cpu'), of the
 native kernels ('native', :mod:`freqjax.native`) and (dense shapes, if torch is installed) of
-``torch.nn.Conv2d`` in channels-last with the same threads; warm medians of 7, ms. ``norm``
-times a training-mode BatchNorm + ReLU (+ residual) forward and forward + backward in XLA ops
-(``conv_impl('cpu')``) and natively, alternating, with inputs cycled through 40 copies so that
-they come from memory as in a train step rather than from cache.
+``torch.nn.Conv2d`` in channels-last with the same threads; warm medians of 7, ms.
 ``rounds`` alternates :func:`freqjax.train_bench.bench_train_step` between the default path
 (native kernels), ``conv_impl('cpu')`` and ``conv_impl('xla')`` (or the ``--paths`` given, e.g.
 ``freqjax,torch``) several times in one process and prints the medians' ratios, which are
@@ -175,82 +171,29 @@ def winograd(count: int) -> None:
         )
 
 
-# (batch, side, channels): the quick CIFAR ResNet's three stages.
-NORM = [(128, 32, 16), (128, 16, 32), (128, 8, 64)]
-
-
-def norm(count: int) -> None:
-    """Training-mode BatchNorm + ReLU (+ residual), XLA ops against the native kernels, forward and
-    forward + backward, alternating ``count`` rounds over inputs cycled through 40 copies."""
-    from freqjax import native
-    from freqjax.models.layers import BatchNorm
-
-    if not native.available():
-        raise SystemExit("the native kernels are not available (no C++ compiler?)")
-    rng = np.random.default_rng(0)
-    bn = BatchNorm(momentum=0.9)
-    print("BatchNorm + ReLU in training, ms (medians): XLA ops / native, forward and forward + backward")
-    for n, side, c in NORM:
-        xs = [jnp.asarray(rng.normal(size=(n, side, side, c)), jnp.float32) for _ in range(40)]
-        variables = bn.init(jax.random.key(0), xs[0], use_running_average=False)
-        for residual in (False, True):
-
-            def forward(v, x, r=residual):
-                out, _ = bn.apply(v, x, False, act="relu", residual=x if r else None, mutable=["batch_stats"])
-                return out
-
-            fns = {}
-            for impl in ("cpu", "native"):
-                with conv_impl(impl):
-                    grad = jax.grad(lambda v, x, f=forward: jnp.sum(f(v, x) * x), argnums=(0, 1))
-                    fns[impl] = (jax.jit(forward), jax.jit(grad))
-            times: dict[tuple[str, int], list[float]] = {(i, k): [] for i in fns for k in range(2)}
-            for r in range(count):
-                for impl, pair in fns.items():
-                    for k, fn in enumerate(pair):
-                        jax.block_until_ready(fn(variables, xs[0]))
-                        for x in xs[r % 2 :: 2]:
-                            start = time.perf_counter()
-                            jax.block_until_ready(fn(variables, x))
-                            times[impl, k].append(time.perf_counter() - start)
-            med = {key: 1e3 * statistics.median(t) for key, t in times.items()}
-            print(
-                f"  {n}x{side}x{side}x{c}{' + residual' if residual else ''}: forward {med['cpu', 0]:.2f} / "
-                f"{med['native', 0]:.2f} ({med['cpu', 0] / med['native', 0]:.2f}x), forward + backward "
-                f"{med['cpu', 1]:.2f} / {med['native', 1]:.2f} ({med['cpu', 1] / med['native', 1]:.2f}x)",
-                flush=True,
-            )
-
-
 # Train-step variants of the native path: which of the later native pieces each one switches off.
 ABLATIONS = {
     "native": (),
-    "no_fused_bn": ("fused_bn",),
     "no_winograd": ("winograd",),
-    "no_bn_sums": ("fused_bn", "bn_sums"),
-    "direct_only": ("winograd", "fused_bn", "bn_sums"),
+    "no_bn_sums": ("bn_sums",),
+    "direct_only": ("winograd", "bn_sums"),
 }
 
 
 @contextlib.contextmanager
 def _switched_off(parts: tuple[str, ...]):
-    """Trace with the Winograd kernels, the fused native BatchNorm (statistics, ReLU and residual
-    in one custom VJP) and/or the native BatchNorm sums switched off (benchmark only)."""
+    """Trace with the Winograd kernels and/or the native BatchNorm sums switched off (benchmark only)."""
     from freqjax.models import native_bn
-    from freqjax.models.layers import BatchNorm
 
-    saved = cpu_conv._winograd_applies, native_bn.applies, BatchNorm.__dict__["_fusable"]  # the staticmethod
+    saved = cpu_conv._winograd_applies, native_bn.applies
     if "winograd" in parts:
         cpu_conv._winograd_applies = lambda *args: False
-    if "fused_bn" in parts:
-        BatchNorm._fusable = staticmethod(lambda *args: False)
     if "bn_sums" in parts:
         native_bn.applies = lambda x: False
     try:
         yield
     finally:
-        cpu_conv._winograd_applies, native_bn.applies = saved[:2]
-        BatchNorm._fusable = saved[2]
+        cpu_conv._winograd_applies, native_bn.applies = saved
 
 
 def ablation(model: str, count: int) -> None:
@@ -298,7 +241,6 @@ def main() -> None:
     sub.add_parser("ops")
     wino = sub.add_parser("winograd")
     wino.add_argument("--rounds", type=int, default=3)
-    sub.add_parser("norm").add_argument("--rounds", type=int, default=3)
     abl = sub.add_parser("ablation")
     abl.add_argument("--model", default="cifar_resnet8")
     abl.add_argument("--rounds", type=int, default=15)
@@ -311,8 +253,6 @@ def main() -> None:
         ops()
     elif args.command == "winograd":
         winograd(args.rounds)
-    elif args.command == "norm":
-        norm(args.rounds)
     elif args.command == "ablation":
         ablation(args.model, args.rounds)
     else:

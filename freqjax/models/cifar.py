@@ -40,7 +40,7 @@ class CifarResNet(nn.Module):
         if getattr(x, "ndim", None) != 4 or x.shape[-1] != 3:
             raise ValueError(f"x must be NHWC with 3 channels, got shape {getattr(x, 'shape', type(x))}")
         x = conv2d(self.width, 3, 1, name="conv1", dtype=self.dtype)(x.astype(self.dtype))
-        x = batch_norm(train, name="bn1", dtype=self.dtype)(x, act="relu")
+        x = nn.relu(batch_norm(train, name="bn1", dtype=self.dtype)(x))
         index, num_blocks = 0, 3 * self.blocks_per_stage
         for stage in range(3):
             for i in range(self.blocks_per_stage):

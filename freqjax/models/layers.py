@@ -260,87 +260,37 @@ class BatchNorm(nn.BatchNorm):
     """
 
     @nn.compact
-    def __call__(
-        self,
-        x,
-        use_running_average: bool | None = None,
-        *,
-        mask=None,
-        act: str | None = None,
-        residual: jax.Array | None = None,
-    ):
-        """Normalise ``x``, then add ``residual`` (same shape) and apply activation ``act`` (a
-        name from :data:`ACTIVATIONS`) if given: ``act(bn(x) + residual)``.
-
-        Fusing them here lets a training-mode BatchNorm with ReLU or no activation run as one
-        native custom VJP (:func:`freqjax.models.native_bn.normalize_act`) where the native kernels
-        apply; elsewhere it is the same computation in XLA ops.
-        """
-        from flax.linen.normalization import _canonicalize_axes
+    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+        from flax.linen.normalization import _canonicalize_axes, _compute_stats
 
         use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
-        if _canonicalize_axes(x.ndim, self.axis) != (x.ndim - 1,) or self.axis_name is not None or mask is not None:
+        feature_axes = _canonicalize_axes(x.ndim, self.axis)
+        if feature_axes != (x.ndim - 1,) or self.axis_name is not None or mask is not None:
             raise ValueError("freqjax BatchNorm normalises over the last axis only, without axis_name or mask")
-        activation = get_activation(act) if act is not None else None
-        if residual is not None and residual.shape != x.shape:
-            raise ValueError(f"residual must have x's shape {x.shape}, got {residual.shape}")
         feature_shape = (x.shape[-1],)
         ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), feature_shape)
         ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), feature_shape)
-        scale = self.param("scale", self.scale_init, feature_shape, self.param_dtype) if self.use_scale else None
-        bias = self.param("bias", self.bias_init, feature_shape, self.param_dtype) if self.use_bias else None
-        native = native_bn.applies(x) and (self.dtype or jnp.result_type(x)) == jnp.float32 and self.use_fast_variance
-        if native and not use_running_average and self._fusable(act, residual, scale, bias):
-            y, mean, var = native_bn.normalize_act(
-                x,
-                jnp.ones(feature_shape, jnp.float32) if scale is None else scale,
-                jnp.zeros(feature_shape, jnp.float32) if bias is None else bias,
-                residual,
-                eps=self.epsilon,
-                relu=act == "relu",
-            )
-            self._update_running(ra_mean, ra_var, mean, var)
-            return y
+        dtype = self.dtype or jnp.result_type(x)
+        native = native_bn.applies(x) and dtype == jnp.float32 and self.use_fast_variance
         if use_running_average:
             mean, var = ra_mean.value, ra_var.value
         else:
-            mean, var = self._batch_statistics(x, native)
-            self._update_running(ra_mean, ra_var, mean, var)
-        y = self._normalize(x, mean, var, scale, bias, native=native)
-        if residual is not None:
-            y = y + residual
-        return y if activation is None else activation(y)
-
-    @staticmethod
-    def _fusable(act, residual, scale, bias) -> bool:
-        """ReLU or no activation, float32 operands: what :func:`native_bn.normalize_act` takes."""
-        operands = [a for a in (residual, scale, bias) if a is not None]
-        return act in (None, "relu", "identity") and all(a.dtype == jnp.float32 for a in operands)
-
-    def _batch_statistics(self, x, native: bool):
-        if native:  # the same statistics from one native pass (native_bn)
-            return native_bn.batch_moments(x)
-        from flax.linen.normalization import _compute_stats
-
-        axes = tuple(range(x.ndim - 1))
-        return _compute_stats(x, axes, dtype=self.dtype, use_fast_variance=self.use_fast_variance)
-
-    def _update_running(self, ra_mean, ra_var, mean, var) -> None:
-        if not self.is_initializing():
-            ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
-
-    def _normalize(self, x, mean, var, scale, bias, *, native: bool):
-        """``x * a + b``, the statistics, scale and bias folded into per-channel ``a``, ``b``."""
+            if native:  # the same statistics from one native pass (native_bn)
+                mean, var = native_bn.batch_moments(x)
+            else:
+                axes = tuple(range(x.ndim - 1))
+                mean, var = _compute_stats(x, axes, dtype=self.dtype, use_fast_variance=self.use_fast_variance)
+            if not self.is_initializing():
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
         mul = jax.lax.rsqrt(var.astype(jnp.float32) + self.epsilon)
-        if scale is not None:
-            mul = mul * scale
+        if self.use_scale:
+            mul = mul * self.param("scale", self.scale_init, feature_shape, self.param_dtype)
         shift = -mean.astype(jnp.float32) * mul
-        if bias is not None:
-            shift = shift + bias
+        if self.use_bias:
+            shift = shift + self.param("bias", self.bias_init, feature_shape, self.param_dtype)
         if native:
             return native_bn.scale_and_shift(x, mul, shift)
-        dtype = self.dtype or jnp.result_type(x)
         return (x.astype(dtype) * mul.astype(dtype) + shift.astype(dtype)).astype(dtype)
 
 

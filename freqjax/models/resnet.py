@@ -53,12 +53,8 @@ class _ResBlock(nn.Module):
         x = conv2d(out, 1, self.stride, name="downsample_0", dtype=self.dtype)(x)
         return _bn(train, "downsample_1", self.dtype)(x)
 
-    def _finish(self, x: jax.Array, y: jax.Array, last_bn: BatchNorm, train: bool) -> jax.Array:
-        """relu(shortcut(x) + drop_path(last_bn(y))); without drop-path in effect the add and the
-        ReLU go into ``last_bn`` (one fused pass, see :class:`freqjax.models.layers.BatchNorm`)."""
-        if not train or self.drop_path == 0.0:
-            return last_bn(y, act="relu", residual=self._shortcut(x, y.shape[-1], train))
-        y = DropPath(self.drop_path, name="drop_path")(last_bn(y), train)
+    def _finish(self, x: jax.Array, y: jax.Array, train: bool) -> jax.Array:
+        y = DropPath(self.drop_path, name="drop_path")(y, train)
         return jax.nn.relu(self._shortcut(x, y.shape[-1], train) + y)
 
 
@@ -70,9 +66,10 @@ class BasicBlock(_ResBlock):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         y = conv2d(self.planes, 3, self.stride, name="conv1", dtype=self.dtype)(x)
-        y = _bn(train, "bn1", self.dtype)(y, act="relu")
+        y = jax.nn.relu(_bn(train, "bn1", self.dtype)(y))
         y = conv2d(self.planes, 3, 1, name="conv2", dtype=self.dtype)(y)
-        return self._finish(x, y, _bn(train, "bn2", self.dtype, zero=self.zero_init_last), train)
+        y = _bn(train, "bn2", self.dtype, zero=self.zero_init_last)(y)
+        return self._finish(x, y, train)
 
 
 class Bottleneck(_ResBlock):
@@ -83,11 +80,12 @@ class Bottleneck(_ResBlock):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         y = conv2d(self.planes, 1, 1, name="conv1", dtype=self.dtype)(x)
-        y = _bn(train, "bn1", self.dtype)(y, act="relu")
+        y = jax.nn.relu(_bn(train, "bn1", self.dtype)(y))
         y = conv2d(self.planes, 3, self.stride, name="conv2", dtype=self.dtype)(y)
-        y = _bn(train, "bn2", self.dtype)(y, act="relu")
+        y = jax.nn.relu(_bn(train, "bn2", self.dtype)(y))
         y = conv2d(self.planes * self.expansion, 1, 1, name="conv3", dtype=self.dtype)(y)
-        return self._finish(x, y, _bn(train, "bn3", self.dtype, zero=self.zero_init_last), train)
+        y = _bn(train, "bn3", self.dtype, zero=self.zero_init_last)(y)
+        return self._finish(x, y, train)
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -145,7 +143,7 @@ class ResNet(StagedNet):
         """conv1 -> bn1 -> ReLU -> 3x3/2 max-pool (identity without a stem)."""
         if not self.stem:
             return x
-        x = self.bn1(self.conv1(x), use_running_average=not train, act="relu")
+        x = jax.nn.relu(self.bn1(self.conv1(x), use_running_average=not train))
         return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
     def forward_stage(self, index: int, x: jax.Array, train: bool = False) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Native CPU kernels for convolutions and BatchNorm (C++, called through the XLA FFI), compiled on first use.
+"""Native CPU convolution kernels (C++, called through the XLA FFI), compiled on first use.
 
 ``conv_kernels.cc`` holds register-blocked direct convolutions for NHWC float32: dense and
 depthwise, each a forward (which also serves the input gradient, one stride phase at a time;
@@ -10,13 +10,7 @@ gradients, and depthwise ones far more (README, Benchmarks).
 :mod:`freqjax.models.cpu_conv` uses them when :func:`available` is true and falls back to its
 XLA formulations otherwise, so nothing breaks on a machine without a compiler.
 
-``norm_kernels.cc`` holds BatchNorm's passes (:mod:`freqjax.models.native_bn`): per-channel sums
-(:func:`channel_sums`, :func:`act_grad_sums`), the normalisation with its ReLU and residual add
-(:func:`scale_shift_act`) and its input gradient (:func:`norm_input_grad`), which XLA's CPU
-backend runs 2-3x slower than the memory allows at 16 channels.
-
-Build: the first call to :func:`available` in a process compiles both sources (and the shared
-``kernels.h``) into one library with the
+Build: the first call to :func:`available` in a process compiles ``conv_kernels.cc`` with the
 C++ compiler (``$CXX``, else ``c++``) for this machine's CPU (``-march=native``) against jaxlib's
 FFI headers, into a cache directory (``$FREQJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/freqjax``,
 else ``~/.cache/freqjax``). The file name hashes the source, compiler, flags, jaxlib version and
@@ -46,7 +40,6 @@ import numpy as np
 from freqjax.runtime import atomic_path, cache_dir
 
 __all__ = [
-    "act_grad_sums",
     "available",
     "build",
     "cache_dir",
@@ -56,16 +49,11 @@ __all__ = [
     "conv_weight_grad",
     "depthwise_forward",
     "depthwise_weight_grad",
-    "norm_input_grad",
-    "scale_shift_act",
     "winograd_forward",
     "winograd_weight_grad",
 ]
 
-SOURCE_DIR = Path(__file__).parent
-# Compiled together into one library; kernels.h is their shared header (part of the build key).
-SOURCES = ("conv_kernels.cc", "norm_kernels.cc")
-HEADERS = ("kernels.h",)
+SOURCE = Path(__file__).with_name("conv_kernels.cc")
 # FFI target name -> exported handler symbol in the shared library.
 _TARGETS = {
     "freqjax_conv_forward": "FreqjaxConvForward",
@@ -76,11 +64,6 @@ _TARGETS = {
     "freqjax_channel_sums": "FreqjaxChannelSums",
     "freqjax_depthwise_forward": "FreqjaxDepthwiseForward",
     "freqjax_depthwise_weight_grad": "FreqjaxDepthwiseWeightGrad",
-    "freqjax_act_grad_sums": "FreqjaxActGradSums",
-    "freqjax_scale_shift_act": "FreqjaxScaleShiftAct",
-    "freqjax_scale_shift_add_act": "FreqjaxScaleShiftAddAct",
-    "freqjax_norm_input_grad": "FreqjaxNormInputGrad",
-    "freqjax_norm_input_grad_and_dz": "FreqjaxNormInputGradAndDz",
 }
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
 # The output-channel vector of the kernels: C_out must be a multiple of it.
@@ -117,7 +100,7 @@ def _arch_flag(cxx: str) -> list[str]:
 
 
 def build(force: bool = False) -> Path:
-    """Compile :data:`SOURCES` for this machine (if not cached) and return the shared library's path.
+    """Compile ``conv_kernels.cc`` for this machine (if not cached) and return the shared library's path.
 
     Raises ``RuntimeError`` with the compiler's message if there is no compiler or the build fails.
     """
@@ -126,9 +109,7 @@ def build(force: bool = False) -> Path:
     flags = [*_FLAGS, *_arch_flag(cxx), f"-I{jax.ffi.include_dir()}"]
     key = hashlib.sha256()
     jaxlib_version = importlib.metadata.version("jaxlib")
-    sources = [SOURCE_DIR / name for name in SOURCES]
-    code = [(SOURCE_DIR / name).read_bytes() for name in (*SOURCES, *HEADERS)]
-    for part in (*code, version, " ".join(flags), jaxlib_version, _cpu_signature()):
+    for part in (SOURCE.read_bytes(), version, " ".join(flags), jaxlib_version, _cpu_signature()):
         key.update(part.encode() if isinstance(part, str) else part)
         key.update(b"\0")
     target = cache_dir() / f"conv_kernels-{key.hexdigest()[:16]}.so"
@@ -136,10 +117,9 @@ def build(force: bool = False) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target, ".so") as tmp:
-        cmd = [cxx, *flags, *map(str, sources), "-o", tmp]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        result = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise RuntimeError(f"building {', '.join(SOURCES)} failed ({' '.join(cmd)}):\n{result.stderr[-3000:]}")
+            raise RuntimeError(f"building {SOURCE.name} failed ({cxx} {' '.join(flags)}):\n{result.stderr[-3000:]}")
     return target
 
 
@@ -306,58 +286,3 @@ def channel_sums(a: jax.Array, b: jax.Array) -> jax.Array:
     _check_lanes("channel_sums", "a.shape", a.shape)
     out = jax.ShapeDtypeStruct((2, a.shape[-1]), a.dtype)
     return jax.ffi.ffi_call("freqjax_channel_sums", out, vmap_method="sequential")(a, b)
-
-
-def _check_same(fn: str, ref: jax.Array, **arrays: jax.Array) -> None:
-    """float32 arrays of ``ref``'s shape, channels (last axis) a multiple of 16."""
-    _check_arrays(fn, {name: ref.ndim for name in ("ref", *arrays)}, ref=ref, **arrays)
-    _check_lanes(fn, "x.shape", ref.shape)
-    for name, a in arrays.items():
-        _expect(a.shape == ref.shape, fn, f"{name}.shape", a.shape, f"must equal x.shape {ref.shape}")
-
-
-def _check_channel_vectors(fn: str, c: int, **vectors: jax.Array) -> None:
-    for name, v in vectors.items():
-        _expect(v.dtype == np.float32, fn, f"{name}.dtype", v.dtype, "the kernels take float32")
-        _expect(v.shape == (c,), fn, f"{name}.shape", v.shape, f"expected ({c},), one value per channel")
-
-
-def scale_shift_act(
-    x: jax.Array, a: jax.Array, b: jax.Array, residual: jax.Array | None = None, *, relu: bool
-) -> jax.Array:
-    """``act(x * a + b [+ residual])`` with per-channel ``a``, ``b`` (C,) and act ReLU or the
-    identity, for float32 ``x`` whose channels (last axis) are a multiple of 16, in one pass."""
-    fn = "scale_shift_act"
-    _check_same(fn, x, **({} if residual is None else {"residual": residual}))
-    _check_channel_vectors(fn, x.shape[-1], a=a, b=b)
-    out = jax.ShapeDtypeStruct(x.shape, x.dtype)
-    if residual is None:
-        return jax.ffi.ffi_call("freqjax_scale_shift_act", out, vmap_method="sequential")(x, a, b, relu=np.int64(relu))
-    call = jax.ffi.ffi_call("freqjax_scale_shift_add_act", out, vmap_method="sequential")
-    return call(x, a, b, residual, relu=np.int64(relu))
-
-
-def act_grad_sums(g: jax.Array, y: jax.Array, x: jax.Array, *, relu: bool) -> jax.Array:
-    """(2, C): per-channel sums of ``dz`` and ``dz * x`` over all leading axes, where ``dz`` is the
-    output gradient ``g`` through the activation whose output is ``y`` (``g * (y > 0)`` for ReLU,
-    ``g`` for the identity): the backward sums of :func:`scale_shift_act`."""
-    _check_same("act_grad_sums", x, g=g, y=y)
-    out = jax.ShapeDtypeStruct((2, x.shape[-1]), x.dtype)
-    return jax.ffi.ffi_call("freqjax_act_grad_sums", out, vmap_method="sequential")(g, y, x, relu=np.int64(relu))
-
-
-def norm_input_grad(
-    g: jax.Array, y: jax.Array, x: jax.Array, coef: jax.Array, *, relu: bool, with_dz: bool = False
-) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """``dx = a * dz + c0 + c1 * x`` with ``(a, c0, c1) = coef`` (3, C) and ``dz`` as in
-    :func:`act_grad_sums`; ``with_dz`` returns ``(dx, dz)`` (``dz`` is a residual's gradient)."""
-    fn = "norm_input_grad"
-    _check_same(fn, x, g=g, y=y)
-    _check_arrays(fn, {"coef": 2}, coef=coef)
-    _expect(coef.shape == (3, x.shape[-1]), fn, "coef.shape", coef.shape, f"expected (3, {x.shape[-1]}): a, c0, c1")
-    out = jax.ShapeDtypeStruct(x.shape, x.dtype)
-    if with_dz:
-        call = jax.ffi.ffi_call("freqjax_norm_input_grad_and_dz", (out, out), vmap_method="sequential")
-        return tuple(call(g, y, x, coef, relu=np.int64(relu)))
-    call = jax.ffi.ffi_call("freqjax_norm_input_grad", out, vmap_method="sequential")
-    return call(g, y, x, coef, relu=np.int64(relu))

@@ -16,15 +16,53 @@
 // phase: for strided dense convs all phases in one call writing into dx (ConvInputGradImpl), else
 // from the Python side (freqjax/models/cpu_conv.py, _native_input_grad).
 //
-// Vectors and work splitting are kernels.h's (shared with norm_kernels.cc, BatchNorm's kernels).
-// Work is split over XLA's intra-op thread pool; the calling thread takes part, and results do
-// not depend on how the work is split (each output element is summed in a fixed order by one task).
+// Vectors are GCC/Clang vector extensions, so one source compiles to AVX-512, AVX2 or NEON code
+// for whatever -march the build chose. Work is split over XLA's intra-op thread pool; the calling
+// thread takes part, and results do not depend on how the work is split (each output element is
+// summed in a fixed order by one task).
 
-#include "kernels.h"
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
 
 namespace {
 
-using namespace freqjax;  // NOLINT: the shared vector type and helpers
+constexpr int kLanes = 16;
+typedef float Vec __attribute__((vector_size(64)));
+typedef float VecU __attribute__((vector_size(64), aligned(4)));  // unaligned access
+
+inline Vec Load(const float* p) { return *reinterpret_cast<const VecU*>(p); }
+inline void Store(float* p, Vec v) { *reinterpret_cast<VecU*>(p) = v; }
+
+// Runs fn(0) ... fn(tasks - 1) on the calling thread and up to threads - 1 pool workers.
+void ParallelFor(ffi::ThreadPool& pool, int64_t tasks, const std::function<void(int64_t)>& fn) {
+  struct State {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+  };
+  auto state = std::make_shared<State>();
+  // Workers that start after the last task was claimed touch only `state`, which they own a share of.
+  auto fn_ptr = &fn;
+  auto worker = [state, fn_ptr, tasks]() {
+    for (int64_t t; (t = state->next.fetch_add(1)) < tasks;) {
+      (*fn_ptr)(t);
+      state->done.fetch_add(1);
+    }
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), tasks) - 1;
+  for (int64_t i = 0; i < helpers; ++i) pool.Schedule(std::function<void()>(worker));
+  worker();
+  while (state->done.load() < tasks) std::this_thread::yield();
+}
 
 struct Geometry {
   int64_t n, h, w, cin, kh, kw, cout, ho, wo, sh, sw, pt, pl;
@@ -68,6 +106,17 @@ inline Range InteriorColumns(const Geometry& g) {
 inline int64_t WeightGradChunks(int64_t n, int64_t size) {
   const int64_t budget = int64_t{32} << 20;
   return std::max<int64_t>(1, std::min<int64_t>({n, 8, budget / std::max<int64_t>(1, size * 4)}));
+}
+
+// out[k] = sum over chunks of partial[chunk * size + k], in chunk order, split over the pool.
+void SumChunks(ffi::ThreadPool& pool, const float* partial, int64_t chunks, int64_t size, float* out) {
+  constexpr int64_t kBlock = 4096;
+  ParallelFor(pool, (size + kBlock - 1) / kBlock, [&](int64_t b) {
+    const int64_t k0 = b * kBlock, k1 = std::min(size, k0 + kBlock);
+    std::memcpy(out + k0, partial + k0, sizeof(float) * (k1 - k0));
+    for (int64_t c = 1; c < chunks; ++c)
+      for (int64_t k = k0; k < k1; ++k) out[k] += partial[c * size + k];
+  });
 }
 
 // Forward: RB consecutive output pixels of one row x CB vectors of output channels, accumulated in
@@ -881,6 +930,49 @@ ffi::Error DepthwiseWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Per-channel sums for BatchNorm: out[0][c] = sum_r a[r][c], out[1][c] = sum_r a[r][c] * b[r][c]
+// over all rows r (N*H*W pixels); C a multiple of 16. Forward statistics are (x, x) -> (sum x,
+// sum x^2), the backward's are (dz, x) -> (sum dz, sum dz * x): one pass over the data where XLA
+// runs a reduction fusion of its own per sum.
+
+constexpr int64_t kSumChunks = 16;  // fixed row chunks: the summation order depends on shapes only
+constexpr int kSumVecs = 8;         // channel vectors per task: 16 accumulators in registers
+
+ffi::Error ChannelSumsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
+                           ffi::ResultBuffer<ffi::F32> out) {
+  const auto dims = a.dimensions();
+  const int64_t c = dims.back(), rows = c > 0 ? a.element_count() / c : 0;
+  if (c % kLanes != 0) return ffi::Error::InvalidArgument("freqjax channel sums: C must be a multiple of 16");
+  const float* A = a.typed_data();
+  const float* B = b.typed_data();
+  const int64_t chunks = std::max<int64_t>(1, std::min(rows, kSumChunks)), vecs = c / kLanes;
+  const int64_t blocks = (vecs + kSumVecs - 1) / kSumVecs;
+  std::vector<float> partial(chunks * 2 * c);
+  ParallelFor(pool, chunks * blocks, [&](int64_t t) {
+    const int64_t chunk = t / blocks, v0 = t % blocks * kSumVecs, nv = std::min<int64_t>(kSumVecs, vecs - v0);
+    const int64_t r0 = rows * chunk / chunks, r1 = rows * (chunk + 1) / chunks;
+    Vec sum[kSumVecs], dot[kSumVecs];
+    for (int v = 0; v < kSumVecs; ++v) sum[v] = dot[v] = Vec{};
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* ar = A + r * c + v0 * kLanes;
+      const float* br = B + r * c + v0 * kLanes;
+      for (int v = 0; v < nv; ++v) {
+        const Vec x = Load(ar + v * kLanes);
+        sum[v] += x;
+        dot[v] += x * Load(br + v * kLanes);
+      }
+    }
+    float* p = partial.data() + chunk * 2 * c + v0 * kLanes;
+    for (int v = 0; v < nv; ++v) {
+      Store(p + v * kLanes, sum[v]);
+      Store(p + c + v * kLanes, dot[v]);
+    }
+  });
+  SumChunks(pool, partial.data(), chunks, 2 * c, out->typed_data());
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // Every handler takes (x, w or dy) -> out with the same attributes.
@@ -902,3 +994,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxConvWeightGrad, ConvWeightGradImpl, FREQJAX
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxConvInputGrad, ConvInputGradImpl, FREQJAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxDepthwiseForward, DepthwiseForwardImpl, FREQJAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxDepthwiseWeightGrad, DepthwiseWeightGradImpl, FREQJAX_CONV_BINDING);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxChannelSums, ChannelSumsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
