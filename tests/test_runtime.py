@@ -36,7 +36,11 @@ def _faults_per_call(tunables: str) -> float:
     sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc tunables are glibc's (Linux)"
 )
 def test_malloc_tunables_stop_per_call_page_faults():
-    tuned, previous = _faults_per_call(runtime.MALLOC_TUNABLES), _faults_per_call(runtime.MALLOC_THRESHOLDS)
+    # Faults only ever come in addition (another process's memory pressure can make a tuned child
+    # fault its heap in again: once 8,522 per call during a full CI run, beside the other pytest
+    # worker), so each setting's figure is the least of three children.
+    tuned = min(_faults_per_call(runtime.MALLOC_TUNABLES) for _ in range(3))
+    previous = min(_faults_per_call(runtime.MALLOC_THRESHOLDS) for _ in range(3))
     # Re-mapping 64 MiB per call faults it in again: 32 huge pages at best, 16,384 small ones at
     # worst (measured: 544 per call); tuned, the freed buffer is reused (measured: 16-22).
     assert tuned * 10 <= previous, (tuned, previous)
