@@ -119,6 +119,46 @@ def test_winograd_matches_xla(batch, side, pad, c_in, c_out):
     assert rel_err(dw, vjp(dy)[0]) <= RTOL
 
 
+def _specialised_pairs(macro: str) -> list[tuple[int, int]]:
+    """The (C_in, C_out) pairs a FREQJAX_*_PAIRS macro of conv_kernels.cc lists (following the
+    macros it names), so that this test follows the source."""
+    source = native.SOURCE.read_text()
+    defines = dict(re.findall(r"^#define (FREQJAX_\w+_PAIRS) (.+)$", source, re.M))
+
+    def expand(name: str) -> list[int]:
+        parts = [part.strip() for part in defines[name].split(",")]
+        return [n for part in parts for n in (expand(part) if part in defines else [int(part)])]
+
+    counts = expand(macro)
+    return list(zip(counts[::2], counts[1::2], strict=True))
+
+
+# Channel pairs the kernels compile with fixed counts (WithChannels): each such instantiation of
+# the direct forward and input gradient (strides 1 and 2, with the weight gradient) and of
+# Winograd's two kernels, on image sides that are not a multiple of the tile, against XLA.
+FIXED_PAIRS = sorted(set(_specialised_pairs("FREQJAX_DIRECT_PAIRS") + _specialised_pairs("FREQJAX_WINOGRAD_PAIRS")))
+
+
+@pytest.mark.parametrize(("c_in", "c_out"), FIXED_PAIRS)
+@pytest.mark.parametrize("s", [1, 2])
+def test_channel_specialised_kernels_match_xla(c_in, c_out, s):
+    rng = np.random.default_rng(c_in * c_out + s)
+    pad = sym(3, s)
+    x = jnp.asarray(rng.normal(size=(2, 7, 9, c_in)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, c_in, c_out)), jnp.float32)
+    ref, vjp = jax.vjp(lambda a, b: cpu_conv.xla_conv(a, b, (s, s), pad), x, w)
+    dy = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
+    ref_dx, ref_dw = vjp(dy)
+    top_left = (pad[0][0], pad[1][0])
+    assert rel_err(native.conv_forward(x, w, (s, s), top_left, ref.shape[1:3]), ref) <= RTOL
+    assert rel_err(native.conv_weight_grad(x, dy, (3, 3), (s, s), top_left), ref_dw) <= RTOL
+    if c_in % native.LANES == 0:
+        assert rel_err(native.conv_input_grad(dy, w, x.shape, (s, s), top_left), ref_dx) <= RTOL
+    if s == 1 and (c_in, c_out) in _specialised_pairs("FREQJAX_WINOGRAD_PAIRS"):
+        assert rel_err(native.winograd_forward(x, w, top_left, ref.shape[1:3]), ref) <= RTOL
+        assert rel_err(native.winograd_weight_grad(x, dy, top_left), ref_dw) <= RTOL
+
+
 def _ffi_targets(fn, *args) -> list[str]:
     hlo = jax.jit(fn).lower(*args).as_text()
     return sorted(set(re.findall(r"freqjax_\w+", hlo)))
