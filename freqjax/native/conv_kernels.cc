@@ -819,7 +819,9 @@ ffi::Error WinogradWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   ParallelFor(pool, chunks, [&](int64_t chunk) {
     const int64_t img0 = g.n * chunk / chunks, img1 = g.n * (chunk + 1) / chunks;
     const int64_t v_step = PointStride(block, g.cin), d_step = PointStride(block, g.cout);
-    std::vector<float> v(16 * v_step), d(16 * d_step);
+    thread_local std::vector<float> v, d;  // scratch, fully written before it is read
+    v.resize(16 * v_step);
+    d.resize(16 * d_step);
     float* m = sums.data() + chunk * size;
     // The chunk's tiles in order (image by image, row-major in each), `block` of them at a time.
     int64_t img = img0, t0 = 0;
