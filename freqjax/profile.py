@@ -37,7 +37,7 @@ import numpy as np
 
 from freqjax.counting import count_macs, count_params
 
-__all__ = ["bench_dct", "count_macs", "count_params", "main", "reference_dct", "time_call"]
+__all__ = ["bench_dct", "count_macs", "count_params", "main", "reference_dct", "time_call", "time_calls_interleaved"]
 
 
 def time_call(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -54,6 +54,30 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[f
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    return times
+
+
+def time_calls_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Wall-clock seconds of ``repeats`` calls of each of ``fns``, one call of each in turn, after
+    ``warmup`` untimed calls of each.
+
+    Taking the calls in turn puts every function through the same moments of a machine whose speed
+    drifts (shared cloud CPUs do, by 1.5x over seconds), where timing one function after the other
+    compares different moments. Each ``fn`` must block until its work is done.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
     return times
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from freqjax.profile import time_call
+from freqjax.profile import time_calls_interleaved
 
 __all__ = [
     "DEFAULT_PATHS",
@@ -120,11 +120,7 @@ def make_freqjax_step(name: str, x: np.ndarray, y: np.ndarray, *, impl: str | No
     return one_step
 
 
-def _freqjax_step_times(name: str, x: np.ndarray, y: np.ndarray, *, impl: str | None, repeats: int, warmup: int):
-    return time_call(make_freqjax_step(name, x, y, impl=impl), repeats, warmup)
-
-
-def _torch_step_times(name: str, x: np.ndarray, y: np.ndarray, *, threads: int, repeats: int, warmup: int):
+def _make_torch_step(name: str, x: np.ndarray, y: np.ndarray, *, threads: int) -> Callable[[], None]:
     import torch
 
     from freqjax.torch_ref import timm_model
@@ -140,7 +136,7 @@ def _torch_step_times(name: str, x: np.ndarray, y: np.ndarray, *, threads: int, 
         torch.nn.functional.cross_entropy(model(xt), yt).backward()
         opt.step()
 
-    return time_call(one_step, repeats, warmup)
+    return one_step
 
 
 def bench_train_step(
@@ -154,7 +150,9 @@ def bench_train_step(
     threads: int | None = None,
     seed: int = 0,
 ) -> dict:
-    """Train-step images/s of model ``name`` along ``paths`` (a subset of :data:`PATHS`).
+    """Train-step images/s of model ``name`` along ``paths`` (a subset of :data:`PATHS`): the
+    median over ``repeats`` steps of each path, taken one step of each path in turn
+    (:func:`freqjax.profile.time_calls_interleaved`) after ``warmup`` steps of each.
 
     Returns ``{model, batch, size, <path>_images_per_s, <path>_ms_per_step, ...}`` plus
     ``speedup_vs_xla`` (freqjax / freqjax_xla) and ``ratio_vs_torch`` (freqjax / torch, > 1 when
@@ -171,15 +169,18 @@ def bench_train_step(
     threads = threads or available_cpus()
     x, y = random_batch(name, batch, size, seed)
     result: dict = {"model": name, "batch": batch, "size": size, "input_shape": list(x.shape[1:]), "threads": threads}
+    steps = {}
     for path in paths:
         if path == "torch":
             note = torch_missing()
             if note:
                 result["torch_note"] = note
                 continue
-            times = _torch_step_times(name, x, y, threads=threads, repeats=repeats, warmup=warmup)
+            steps[path] = _make_torch_step(name, x, y, threads=threads)
         else:
-            times = _freqjax_step_times(name, x, y, impl=_PATH_IMPL[path], repeats=repeats, warmup=warmup)
+            steps[path] = make_freqjax_step(name, x, y, impl=_PATH_IMPL[path])
+    # One step of each path in turn, so that all of them meet the same moments of a noisy machine.
+    for path, times in time_calls_interleaved(steps, repeats, warmup).items():
         median = statistics.median(times)
         result[f"{path}_ms_per_step"] = round(1e3 * median, 1)
         result[f"{path}_images_per_s"] = round(batch / median, 1)
@@ -221,7 +222,10 @@ def run_train_step(
 
     if not as_json:
         tunables = os.environ.get("GLIBC_TUNABLES") or "(unset: glibc defaults)"
-        print(f"train step (SGD momentum, batch statistics, float32), images/s, median of {repeats}")
+        print(
+            f"train step (SGD momentum, batch statistics, float32), images/s, median of {repeats} steps "
+            "per path, one step of each path in turn"
+        )
         print(f"GLIBC_TUNABLES={tunables}")
         note = malloc_note()
         if note:

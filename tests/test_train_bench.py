@@ -30,6 +30,16 @@ def test_freqjax_only_when_torch_is_missing(monkeypatch):
     assert "cannot be imported" in r["torch_note"] and "ratio_vs_torch" not in r
 
 
+def test_paths_are_timed_in_turn():
+    calls = []
+    times = profile.time_calls_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, 1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up of each, then one call of each per repeat
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in times.values() for t in v)
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        profile.time_calls_interleaved({"a": lambda: None}, 0)
+
+
 def test_defaults_follow_the_model():
     assert (train_bench.default_size("cifar_resnet8"), train_bench.default_batch("cifar_resnet8")) == (32, 128)
     assert (train_bench.default_size("mobilenetv2_100"), train_bench.default_batch("mobilenetv2_100")) == (64, 64)
