@@ -2,6 +2,7 @@
 
     python benchmarks/cpu_conv_ops.py ops            # one op at a time: XLA, cpu_conv, native, PyTorch
     python benchmarks/cpu_conv_ops.py winograd       # native direct vs Winograd kernels, stride-1 3x3
+    python benchmarks/cpu_conv_ops.py elementwise    # XLA's loop fusions at 16 channels, 4-D vs 2-D views
     python benchmarks/cpu_conv_ops.py ablation --model cifar_resnet8   # train step without Winograd / BN sums
     python benchmarks/cpu_conv_ops.py rounds --model cifar_resnet8 --rounds 4
 
@@ -180,6 +181,26 @@ ABLATIONS = {
 }
 
 
+def elementwise(count: int) -> None:
+    """XLA's loop fusions on a 128x32x32x16 activation (BatchNorm's passes at 16 channels) and on
+    a (2048, 1024) view of it, alternating ``count`` rounds: XLA CPU's emitter vectorises the
+    4-D loops across rows of 16 channels once a fusion has more than a few ops."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(128, 32, 32, 16)), jnp.float32)
+    s, b = (jnp.asarray(rng.normal(size=16), jnp.float32) for _ in range(2))
+    chain = jax.jit(lambda a: ((a * 2 + 1) * 3 + 1) * 2)
+    cases = {
+        "x * scale + shift": (jax.jit(lambda a, s_, b_: a * s_ + b_), (x, s, b)),
+        "relu(x * scale + shift)": (jax.jit(lambda a, s_, b_: jnp.maximum(a * s_ + b_, 0.0)), (x, s, b)),
+        "((x * 2 + 1) * 3 + 1) * 2, 4-D": (chain, (x,)),
+        "((x * 2 + 1) * 3 + 1) * 2, (2048, 1024)": (chain, (x.reshape(2048, -1),)),
+    }
+    times = [[_median_ms(f, *args) for f, args in cases.values()] for _ in range(count)]
+    print("XLA loop fusions over 128x32x32x16 float32, ms (medians of rounds)")
+    for name, col in zip(cases, zip(*times, strict=True), strict=True):
+        print(f"  {name}: {statistics.median(col):.2f}", flush=True)
+
+
 @contextlib.contextmanager
 def _switched_off(parts: tuple[str, ...]):
     """Trace with the Winograd kernels and/or the native BatchNorm sums switched off (benchmark only)."""
@@ -241,6 +262,8 @@ def main() -> None:
     sub.add_parser("ops")
     wino = sub.add_parser("winograd")
     wino.add_argument("--rounds", type=int, default=3)
+    elem = sub.add_parser("elementwise")
+    elem.add_argument("--rounds", type=int, default=5)
     abl = sub.add_parser("ablation")
     abl.add_argument("--model", default="cifar_resnet8")
     abl.add_argument("--rounds", type=int, default=15)
@@ -253,6 +276,8 @@ def main() -> None:
         ops()
     elif args.command == "winograd":
         winograd(args.rounds)
+    elif args.command == "elementwise":
+        elementwise(args.rounds)
     elif args.command == "ablation":
         ablation(args.model, args.rounds)
     else:
