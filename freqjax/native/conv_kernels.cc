@@ -83,8 +83,9 @@ struct Range {
 // the common pairs WithChannels runs the kernel body with them fixed (FixChannels, called first
 // thing in each task, since a Geometry captured by reference reads from memory), and the helpers,
 // inlined (FREQJAX_INLINE), then see constants: loops over channel vectors unroll and pixel
-// offsets fold. Winograd's forward at 16 channels ran 1.38x faster so (1.12x at 32, 1.05x at
-// 64; in-process A/B of two builds). Other counts run the same code with run-time counts (0).
+// offsets fold. Winograd's forward ran 1.38x faster so at 16 channels (1.09x at 32, 1.14x at 64),
+// the quick CIFAR ResNet's train step 1.12x (benchmarks/kernel_ab.py against the build before).
+// Other counts run the same code with run-time counts (0).
 #define FREQJAX_INLINE inline __attribute__((always_inline))
 
 template <int CI, int CO>
