@@ -39,15 +39,8 @@ OPS = ("winograd_forward", "winograd_weight_grad", "conv_forward", "conv_input_g
 
 def register(source: Path, prefix: str) -> None:
     """Compile ``source`` and register its handlers as ``prefix + target`` (keeps the library loaded)."""
-    saved = native.SOURCE
-    native.SOURCE = source
-    try:
-        lib = ctypes.CDLL(str(native.build()))
-    finally:
-        native.SOURCE = saved
-    for name, symbol in native._TARGETS.items():
-        jax.ffi.register_ffi_target(prefix + name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
-    native._registered[prefix] = lib
+    lib = ctypes.CDLL(str(native.build(source=source)))
+    native._register(lib, native._capsules(lib, prefix), key=prefix)
 
 
 @contextlib.contextmanager

@@ -45,16 +45,7 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[f
 
     ``fn`` must block until its work is done (e.g. end with ``jax.block_until_ready``).
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+    return time_calls_interleaved({"fn": fn}, repeats, warmup)["fn"]
 
 
 def time_calls_interleaved(

@@ -99,8 +99,9 @@ def _arch_flag(cxx: str) -> list[str]:
     return []
 
 
-def build(force: bool = False) -> Path:
-    """Compile ``conv_kernels.cc`` for this machine (if not cached) and return the shared library's path.
+def build(force: bool = False, source: Path = SOURCE) -> Path:
+    """Compile ``source`` (``conv_kernels.cc``; another version of it for benchmarks/kernel_ab.py)
+    for this machine (if not cached) and return the shared library's path.
 
     Raises ``RuntimeError`` with the compiler's message if there is no compiler or the build fails.
     """
@@ -109,7 +110,7 @@ def build(force: bool = False) -> Path:
     flags = [*_FLAGS, *_arch_flag(cxx), f"-I{jax.ffi.include_dir()}"]
     key = hashlib.sha256()
     jaxlib_version = importlib.metadata.version("jaxlib")
-    for part in (SOURCE.read_bytes(), version, " ".join(flags), jaxlib_version, _cpu_signature()):
+    for part in (source.read_bytes(), version, " ".join(flags), jaxlib_version, _cpu_signature()):
         key.update(part.encode() if isinstance(part, str) else part)
         key.update(b"\0")
     target = cache_dir() / f"conv_kernels-{key.hexdigest()[:16]}.so"
@@ -117,14 +118,26 @@ def build(force: bool = False) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target, ".so") as tmp:
-        result = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True, check=False)
+        result = subprocess.run([cxx, *flags, str(source), "-o", tmp], capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise RuntimeError(f"building {SOURCE.name} failed ({cxx} {' '.join(flags)}):\n{result.stderr[-3000:]}")
+            raise RuntimeError(f"building {source.name} failed ({cxx} {' '.join(flags)}):\n{result.stderr[-3000:]}")
     return target
 
 
 # FFI registration is process-wide and permanent: the library registered first stays in use.
 _registered: dict[str, ctypes.CDLL] = {}
+
+
+def _capsules(lib: ctypes.CDLL, prefix: str = "") -> dict:
+    """``prefix + target`` -> the handler capsule, for every FFI target (AttributeError if one is missing)."""
+    return {prefix + name: jax.ffi.pycapsule(getattr(lib, symbol)) for name, symbol in _TARGETS.items()}
+
+
+def _register(lib: ctypes.CDLL, capsules: dict, key: str = "lib") -> None:
+    """Register ``capsules`` (from :func:`_capsules`) and keep ``lib`` loaded under ``key``."""
+    for name, capsule in capsules.items():
+        jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+    _registered[key] = lib
 
 
 @functools.cache
@@ -135,7 +148,7 @@ def _load() -> ctypes.CDLL | None:
         return _registered["lib"]
     try:
         lib = ctypes.CDLL(str(build()))
-        capsules = {name: jax.ffi.pycapsule(getattr(lib, symbol)) for name, symbol in _TARGETS.items()}
+        capsules = _capsules(lib)
     except (RuntimeError, OSError, AttributeError) as err:
         warnings.warn(
             f"freqjax native CPU conv kernels unavailable, using XLA formulations instead: {err}",
@@ -143,9 +156,7 @@ def _load() -> ctypes.CDLL | None:
             stacklevel=3,
         )
         return None
-    for name, capsule in capsules.items():
-        jax.ffi.register_ffi_target(name, capsule, platform="cpu")
-    _registered["lib"] = lib
+    _register(lib, capsules)
     return lib
 
 
