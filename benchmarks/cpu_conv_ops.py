@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from freqjax import native
 from freqjax.latency import available_cpus
 from freqjax.models import conv_impl, cpu_conv
 
@@ -177,6 +178,7 @@ ABLATIONS = {
     "native": (),
     "no_winograd": ("winograd",),
     "no_bn_sums": ("bn_sums",),
+    "no_packing": ("packing",),
     "direct_only": ("winograd", "bn_sums"),
 }
 
@@ -203,18 +205,21 @@ def elementwise(count: int) -> None:
 
 @contextlib.contextmanager
 def _switched_off(parts: tuple[str, ...]):
-    """Trace with the Winograd kernels and/or the native BatchNorm sums switched off (benchmark only)."""
+    """Trace with the Winograd kernels, the native BatchNorm sums and/or the packed view of
+    16-channel activations (freqjax.native.packed) switched off (benchmark only)."""
     from freqjax.models import native_bn
 
-    saved = cpu_conv._winograd_applies, native_bn.applies
+    saved = cpu_conv._winograd_applies, native_bn.applies, native._PACK
     if "winograd" in parts:
         cpu_conv._winograd_applies = lambda *args: False
     if "bn_sums" in parts:
         native_bn.applies = lambda x: False
+    if "packing" in parts:
+        native._PACK = False
     try:
         yield
     finally:
-        cpu_conv._winograd_applies, native_bn.applies = saved
+        cpu_conv._winograd_applies, native_bn.applies, native._PACK = saved
 
 
 def ablation(model: str, count: int) -> None:

@@ -252,6 +252,63 @@ def test_native_functions_reject_bad_shapes_before_the_kernels():
         native.channel_sums(x, x[:1])
 
 
+def _ffi_operand_shapes(fn, *args) -> dict[str, list[str]]:
+    """FFI target -> the operand shapes of its calls (e.g. '2x8x6x32'), from the lowered module."""
+    hlo = jax.jit(fn).lower(*args).as_text()
+    found: dict[str, list[str]] = {}
+    for target, operands in re.findall(r"custom_call @(freqjax_\w+)\(.*?: \((.*?)\) ->", hlo):
+        found.setdefault(target, []).extend(re.findall(r"tensor<([\dx]+)xf32>", operands))
+    return found
+
+
+def test_packed_view_of_16_channel_activations():
+    x = jnp.arange(2 * 3 * 4 * 16, dtype=jnp.float32).reshape(2, 3, 4, 16)
+    view = native.packed(x)
+    assert view.shape == (2, 3, 2, 32)  # pixel pairs in one row, the same bytes in the same order
+    np.testing.assert_array_equal(np.asarray(view).ravel(), np.asarray(x).ravel())
+    for shape in [(2, 3, 5, 16), (2, 3, 4, 32), (2, 3, 4, 3), (6, 16)]:  # odd width, other channels, not NHWC
+        assert not native.packs(shape)
+        assert native.packed(jnp.zeros(shape)).shape == shape
+
+
+def test_repeat_vector_values_gradient_and_errors():
+    v = jnp.arange(16, dtype=jnp.float32)
+    np.testing.assert_array_equal(native.repeat_vector(v, 3), np.tile(np.arange(16), 3))
+    g = jax.grad(lambda a: jnp.sum(native.repeat_vector(a, 2) * jnp.arange(32.0)))(v)
+    np.testing.assert_array_equal(g, np.arange(16) + np.arange(16, 32))  # the copies' gradients summed
+    with pytest.raises(ValueError, match=r"repeat_vector: times = 0 is not valid"):
+        native.repeat_vector(v, 0)
+    with pytest.raises(ValueError, match=r"repeat_vector: v = float32\[2, 8\] is not valid; a float32 vector"):
+        native.repeat_vector(v.reshape(2, 8), 2)
+
+
+# Every dense case with 16-channel activations of even width, which the kernels take packed: the
+# input (C_in = 16) of the forward and the weight gradient, the output gradient (C_out = 16) of both
+# gradients where the output width is even too (all cases but the 8x8 / 8 front: 24 / 8 = 3 pixels).
+@pytest.mark.parametrize(("k", "s", "pad"), CASES)
+@pytest.mark.parametrize(("c_in", "c_out"), [(16, 16), (16, 48), (32, 16)])
+def test_packed_operands_match_xla(k, s, pad, c_in, c_out):
+    rng = np.random.default_rng(10 * k + s + c_in + c_out)
+    x = jnp.asarray(rng.normal(size=(2, 16, 24, c_in)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, k, c_in, c_out)), jnp.float32)
+    y_shape = jax.eval_shape(lambda a, b: cpu_conv.xla_conv(a, b, (s, s), pad), x, w).shape
+    dy = jnp.asarray(rng.normal(size=y_shape), jnp.float32)
+
+    def native_vjp(a, b, g):
+        return _forward_and_vjp(lambda a_, b_: cpu_conv.conv(a_, b_, (s, s), pad, "native"), a, b, g)
+
+    ours = native_vjp(x, w, dy)
+    ref = _forward_and_vjp(lambda a, b: cpu_conv.xla_conv(a, b, (s, s), pad), x, w, dy)
+    for name, a, b in zip(("value", "dx", "dw"), ours, ref, strict=True):
+        assert a.shape == b.shape, name
+        assert rel_err(a, b) <= RTOL, name
+    operands = [shape for shapes in _ffi_operand_shapes(native_vjp, x, w, dy).values() for shape in shapes]
+    if c_in == 16:
+        assert "2x16x12x32" in operands  # x packed
+    if c_out == 16 and y_shape[2] % 2 == 0:
+        assert f"2x{y_shape[1]}x{y_shape[2] // 2}x32" in operands  # dy packed
+
+
 def test_build_is_cached_per_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("FREQJAX_CACHE_DIR", str(tmp_path))
     path = native.build()
@@ -317,11 +374,11 @@ def test_channel_sums_match_float64(shape):
     assert np.max(np.abs(ours - ref)) <= 1e-6 * np.max(np.abs(ref))
 
 
-def _bn_step(channels):
+def _bn_step(channels, width=7):
     """Train-mode BatchNorm + ReLU: (output, new batch_stats, gradients wrt x, scale, bias)."""
     bn = BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
     rng = np.random.default_rng(channels)
-    x = jnp.asarray(rng.normal(size=(6, 5, 7, channels)) * 2.0 + 0.5, jnp.float32)
+    x = jnp.asarray(rng.normal(size=(6, 5, width, channels)) * 2.0 + 0.5, jnp.float32)
     variables = bn.init(jax.random.key(0), x)
     params = {"scale": jnp.linspace(0.5, 1.5, channels), "bias": jnp.linspace(-1.0, 1.0, channels)}
     variables = {**variables, "params": params}
@@ -335,11 +392,16 @@ def _bn_step(channels):
     return fn, (x, variables["params"])
 
 
-def test_native_batch_norm_matches_flax_formulation():
-    fn, args = _bn_step(48)
+# 48 channels; 16 channels at an even width, which BatchNorm takes in the packed view with its
+# per-channel vectors tiled natively (freqjax.native.packed, repeat_vector).
+@pytest.mark.parametrize(("channels", "width"), [(48, 7), (16, 8)])
+def test_native_batch_norm_matches_flax_formulation(channels, width):
+    fn, args = _bn_step(channels, width)
     with conv_impl("native"):
         (dx, dp), (y, stats) = fn(*args)
-        assert "freqjax_channel_sums" in _ffi_targets(fn, *args)
+        targets = _ffi_targets(fn, *args)
+        assert "freqjax_channel_sums" in targets
+        assert ("freqjax_repeat_vector" in targets) == native.packs(args[0].shape)
     with conv_impl("cpu"):  # flax's statistics and autodiff's backward
         (dx_ref, dp_ref), (y_ref, stats_ref) = fn(*args)
         assert "freqjax_channel_sums" not in _ffi_targets(fn, *args)

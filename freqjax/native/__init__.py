@@ -35,6 +35,7 @@ import warnings
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from freqjax.runtime import atomic_path, cache_dir
@@ -49,6 +50,9 @@ __all__ = [
     "conv_weight_grad",
     "depthwise_forward",
     "depthwise_weight_grad",
+    "packed",
+    "packs",
+    "repeat_vector",
     "winograd_forward",
     "winograd_weight_grad",
 ]
@@ -64,10 +68,13 @@ _TARGETS = {
     "freqjax_channel_sums": "FreqjaxChannelSums",
     "freqjax_depthwise_forward": "FreqjaxDepthwiseForward",
     "freqjax_depthwise_weight_grad": "FreqjaxDepthwiseWeightGrad",
+    "freqjax_repeat_vector": "FreqjaxRepeatVector",
 }
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
 # The output-channel vector of the kernels: C_out must be a multiple of it.
 LANES = 16
+# Whether packed() packs: off only in benchmarks/cpu_conv_ops.py ablation (the gain of packing).
+_PACK = True
 
 
 def _cpu_signature() -> str:
@@ -213,6 +220,56 @@ def _check_grad(fn: str, x: jax.Array, dy: jax.Array, depthwise: bool = False, w
         _check_lanes(fn, "x.shape", x.shape)
 
 
+def packs(shape: tuple[int, ...]) -> bool:
+    """Whether :func:`packed` packs an activation of this shape: NHWC, 16 channels, even width."""
+    return _PACK and len(shape) == 4 and shape[3] == LANES and shape[2] % 2 == 0
+
+
+def packed(a: jax.Array) -> jax.Array:
+    """A 16-channel NHWC activation as (N, H, W / 2, 32), pixel pairs in one row (the same bytes),
+    anything else unchanged; the kernels take their channel counts from the weights or the result.
+
+    XLA's CPU loop fusions run 2-3x slower when their output's last axis is 16 floats than when it
+    is 32 (``python benchmarks/cpu_conv_ops.py elementwise``). A fusion that feeds a kernel writes
+    that kernel's operand, so the kernels take 16-channel activations and gradients packed, and
+    BatchNorm (:mod:`freqjax.models.native_bn`) computes on the packed view with its per-channel
+    vectors tiled by :func:`repeat_vector`: the BatchNorm, ReLU and residual passes between
+    16-channel convs then run in the faster shape.
+    """
+    if not packs(a.shape):
+        return a
+    n, h, w, c = a.shape
+    return a.reshape(n, h, w // 2, 2 * c)
+
+
+def repeat_vector(v: jax.Array, times: int) -> jax.Array:
+    """``jnp.tile(v, times)`` of a float32 vector, computed by a native copy: XLA fuses its own tile
+    into every consumer, recomputing each element's index, where this leaves a materialised vector
+    (see :func:`packed`). Differentiable: the gradient sums the copies."""
+    _expect(
+        v.ndim == 1 and v.dtype == jnp.float32, "repeat_vector", "v", f"{v.dtype}{list(v.shape)}", "a float32 vector"
+    )
+    _expect(isinstance(times, int) and times >= 1, "repeat_vector", "times", times, "an int >= 1")
+    return _repeat(v, times)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _repeat(v: jax.Array, times: int) -> jax.Array:
+    out = jax.ShapeDtypeStruct((times * v.shape[0],), v.dtype)
+    return jax.ffi.ffi_call("freqjax_repeat_vector", out, vmap_method="sequential")(v)
+
+
+def _repeat_fwd(v, times):
+    return _repeat(v, times), None
+
+
+def _repeat_bwd(times, _, g):
+    return (g.reshape(times, -1).sum(0),)
+
+
+_repeat.defvjp(_repeat_fwd, _repeat_bwd)
+
+
 def conv_forward(x: jax.Array, w: jax.Array, strides: Pair, pad_top_left: Pair, out_hw: Pair) -> jax.Array:
     """Direct conv of NHWC float32 ``x`` with HWIO ``w`` (C_out a multiple of 16) into (N, *out_hw, C_out).
 
@@ -222,7 +279,7 @@ def conv_forward(x: jax.Array, w: jax.Array, strides: Pair, pad_top_left: Pair, 
     _check_dense("conv_forward", x, w)
     out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, w.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_conv_forward", out, vmap_method="sequential")
-    return call(x, w, **_attrs(strides, pad_top_left))
+    return call(packed(x), w, **_attrs(strides, pad_top_left))
 
 
 def winograd_forward(x: jax.Array, w: jax.Array, pad_top_left: Pair, out_hw: Pair) -> jax.Array:
@@ -231,7 +288,7 @@ def winograd_forward(x: jax.Array, w: jax.Array, pad_top_left: Pair, out_hw: Pai
     _check_dense("winograd_forward", x, w, winograd=True)
     out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, w.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_winograd_forward", out, vmap_method="sequential")
-    return call(x, w, **_attrs((1, 1), pad_top_left))
+    return call(packed(x), w, **_attrs((1, 1), pad_top_left))
 
 
 def conv_weight_grad(x: jax.Array, dy: jax.Array, kernel: Pair, strides: Pair, pad_top_left: Pair) -> jax.Array:
@@ -239,7 +296,7 @@ def conv_weight_grad(x: jax.Array, dy: jax.Array, kernel: Pair, strides: Pair, p
     _check_grad("conv_weight_grad", x, dy)
     out = jax.ShapeDtypeStruct((*kernel, x.shape[-1], dy.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_conv_weight_grad", out, vmap_method="sequential")
-    return call(x, dy, **_attrs(strides, pad_top_left))
+    return call(packed(x), packed(dy), **_attrs(strides, pad_top_left))
 
 
 def conv_input_grad(
@@ -257,7 +314,7 @@ def conv_input_grad(
     _check_lanes(fn, "x_shape", tuple(x_shape))
     out = jax.ShapeDtypeStruct(tuple(x_shape), dy.dtype)
     call = jax.ffi.ffi_call("freqjax_conv_input_grad", out, vmap_method="sequential")
-    return call(dy, w, **_attrs(strides, pad_top_left))
+    return call(packed(dy), w, **_attrs(strides, pad_top_left))
 
 
 def winograd_weight_grad(x: jax.Array, dy: jax.Array, pad_top_left: Pair) -> jax.Array:
@@ -266,7 +323,7 @@ def winograd_weight_grad(x: jax.Array, dy: jax.Array, pad_top_left: Pair) -> jax
     _check_grad("winograd_weight_grad", x, dy, winograd=True)
     out = jax.ShapeDtypeStruct((3, 3, x.shape[-1], dy.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_winograd_weight_grad", out, vmap_method="sequential")
-    return call(x, dy, **_attrs((1, 1), pad_top_left))
+    return call(packed(x), packed(dy), **_attrs((1, 1), pad_top_left))
 
 
 def depthwise_forward(x: jax.Array, w: jax.Array, strides: Pair, pad_top_left: Pair, out_hw: Pair) -> jax.Array:

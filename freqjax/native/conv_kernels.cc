@@ -70,9 +70,16 @@ struct Geometry {
   int64_t y_step = 0;  // floats between consecutive output pixels of a row (the forward kernels)
 };
 
+// Width of an NHWC activation with `channels` channels. A 16-channel activation may come packed as
+// (N, H, W / 2, 32), pixel pairs in one row of 32 floats (the same bytes): XLA's CPU loop fusions
+// whose output has 16 floats on its last axis run 2-3x slower than on 32 (freqjax.native.packed),
+// so the Python wrappers hand such inputs over packed. The channel counts come from the weights.
+inline int64_t Width(ffi::Span<const int64_t> d, int64_t channels) { return d[2] * d[3] / channels; }
+
+// x (N, H, W, C_in), possibly packed; w (KH, KW, C_in, C_out); output rows ho of wo pixels.
 Geometry MakeGeometry(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> wd, int64_t ho, int64_t wo,
                       int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
-  return Geometry{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], ho, wo, sh, sw, pt, pl, wd[3]};
+  return Geometry{xd[0], xd[1], Width(xd, wd[2]), wd[2], wd[0], wd[1], wd[3], ho, wo, sh, sw, pt, pl, wd[3]};
 }
 
 struct Range {
@@ -260,7 +267,8 @@ FREQJAX_INLINE void ForwardRowAllChannels(const Geometry& g, const float* x_img,
 ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                            ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
   const auto yd = y->dimensions();
-  const Geometry geometry = MakeGeometry(x.dimensions(), w.dimensions(), yd[1], yd[2], sh, sw, pt, pl);
+  const Geometry geometry =
+      MakeGeometry(x.dimensions(), w.dimensions(), yd[1], Width(yd, w.dimensions()[3]), sh, sw, pt, pl);
   if (geometry.cout % kLanes != 0) return ffi::Error::InvalidArgument("freqjax conv: C_out must be a multiple of 16");
   const float* X = x.typed_data();
   const float* W = w.typed_data();
@@ -309,8 +317,8 @@ ffi::Error ConvInputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi
   for (int64_t a = 0; a < sh; ++a)
     for (int64_t b = 0; b < sw; ++b) {
       const Phase ph = PhaseOf(h, kh, sh, pt, a), pw = PhaseOf(wx, kw, sw, pl, b);
-      PhaseConv p{{n, yd[1], yd[2], cout, ph.taps, pw.taps, cin, ph.length, pw.length, 1, 1, ph.offset, pw.offset,
-                   sw * cin},
+      PhaseConv p{{n, yd[1], Width(yd, cout), cout, ph.taps, pw.taps, cin, ph.length, pw.length, 1, 1, ph.offset,
+                   pw.offset, sw * cin},
                   std::vector<float>(ph.taps * pw.taps * cout * cin)};
       for (int64_t u = 0; u < ph.taps; ++u)
         for (int64_t v = 0; v < pw.taps; ++v) {
@@ -331,7 +339,7 @@ ffi::Error ConvInputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi
       const int64_t img = t / h, row = t % h;
       for (int64_t b = 0; b < std::min(sw, wx); ++b) {
         const PhaseConv& p = phases[(row % sh) * sw + b];
-        ForwardRowAllChannels(FixChannels<ci, co>(p.g), DY + img * yd[1] * yd[2] * cout, p.w.data(),
+        ForwardRowAllChannels(FixChannels<ci, co>(p.g), DY + img * yd[1] * yd[2] * yd[3], p.w.data(),
                               DX + ((img * h + row) * wx + b) * cin, row / sh);
       }
     });
@@ -448,7 +456,8 @@ void WeightGradStem(const Geometry& g, const float* X, const float* DY, int64_t 
 ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                               ffi::ResultBuffer<ffi::F32> dw, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
   const auto dyd = dy.dimensions();
-  const Geometry g = MakeGeometry(x.dimensions(), dw->dimensions(), dyd[1], dyd[2], sh, sw, pt, pl);
+  const Geometry g =
+      MakeGeometry(x.dimensions(), dw->dimensions(), dyd[1], Width(dyd, dw->dimensions()[3]), sh, sw, pt, pl);
   if (g.cout % kLanes != 0) return ffi::Error::InvalidArgument("freqjax conv: C_out must be a multiple of 16");
   const float* X = x.typed_data();
   const float* DY = dy.typed_data();
@@ -628,7 +637,8 @@ FREQJAX_INLINE void WinogradOutput(const Geometry& g, const float* m, int64_t ti
 ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                                ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
   const auto yd = y->dimensions();
-  const Geometry geometry = MakeGeometry(x.dimensions(), w.dimensions(), yd[1], yd[2], sh, sw, pt, pl);
+  const Geometry geometry =
+      MakeGeometry(x.dimensions(), w.dimensions(), yd[1], Width(yd, w.dimensions()[3]), sh, sw, pt, pl);
   const Geometry& g = geometry;
   if (g.cin % kLanes != 0 || g.cout % kLanes != 0 || g.kh != 3 || g.kw != 3 || sh != 1 || sw != 1)
     return ffi::Error::InvalidArgument("freqjax winograd: needs a 3x3 stride-1 conv, C_in and C_out multiples of 16");
@@ -806,7 +816,8 @@ inline void WinogradGradChannels(const float* v, const float* d, int64_t ci, int
 ffi::Error WinogradWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                                   ffi::ResultBuffer<ffi::F32> dw, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
   const auto dyd = dy.dimensions();
-  const Geometry g = MakeGeometry(x.dimensions(), dw->dimensions(), dyd[1], dyd[2], sh, sw, pt, pl);
+  const Geometry g =
+      MakeGeometry(x.dimensions(), dw->dimensions(), dyd[1], Width(dyd, dw->dimensions()[3]), sh, sw, pt, pl);
   if (g.cin % kLanes != 0 || g.cout % kLanes != 0 || g.kh != 3 || g.kw != 3 || sh != 1 || sw != 1)
     return ffi::Error::InvalidArgument("freqjax winograd: needs a 3x3 stride-1 conv, C_in and C_out multiples of 16");
   const float* X = x.typed_data();
@@ -1025,6 +1036,17 @@ ffi::Error ChannelSumsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::B
   return ffi::Error::Success();
 }
 
+// out = `times` copies of v back to back, times = len(out) / len(v): per-channel BatchNorm vectors
+// tiled to the packed (..., 32) view of 16-channel activations (freqjax/native/__init__.py,
+// repeat_vector). A copy XLA cannot see into, so its loop fusions read the tiled vector instead of
+// recomputing it per element from the 16 floats (which the emitter compiles slowly).
+ffi::Error RepeatVectorImpl(ffi::Buffer<ffi::F32> v, ffi::ResultBuffer<ffi::F32> out) {
+  const int64_t n = v.element_count(), total = out->element_count();
+  if (n == 0 || total % n != 0) return ffi::Error::InvalidArgument("freqjax repeat_vector: bad sizes");
+  for (int64_t at = 0; at < total; at += n) std::copy(v.typed_data(), v.typed_data() + n, out->typed_data() + at);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // Every handler takes (x, w or dy) -> out with the same attributes.
@@ -1053,3 +1075,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxChannelSums, ChannelSumsImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxRepeatVector, RepeatVectorImpl,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>());
