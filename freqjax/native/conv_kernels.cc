@@ -516,11 +516,33 @@ constexpr int kWinoTiles = 16;  // tiles per block: their transformed inputs sta
 // since at power-of-two strides the 16 rows would all fall in the same few L1 sets.
 inline int64_t PointStride(int tiles, int64_t channels) { return tiles * channels + kLanes; }
 
+// Calls body(t, tile_row, tile_col) for tiles t0 .. t0 + tiles - 1 of an image's tile grid of
+// `tile_cols` columns, in order, with one division for the first tile instead of one per tile (at
+// 16 channels a tile's transform is a few dozen vector instructions, so per-tile integer work shows).
+template <typename Body>
+FREQJAX_INLINE void ForTiles(int64_t tile_cols, int64_t t0, int tiles, const Body& body) {
+  int64_t row = t0 / tile_cols, col = t0 % tile_cols;
+  for (int t = 0; t < tiles; ++t) {
+    body(t, row, col);
+    if (++col == tile_cols) {
+      col = 0;
+      ++row;
+    }
+  }
+}
+
 // Pixel pointers (channel 0) of the 4x4 patch at (top, left), `zeros` (a row of zeros as long as a
 // pixel) where the patch leaves the image: the transforms then load without branches, which keeps
-// the patch in registers.
-inline void PatchPointers(const Geometry& g, const float* x_img, int64_t top, int64_t left, const float* zeros,
-                          const float* ptr[4][4]) {
+// the patch in registers. A patch wholly inside the image (most of them) takes fixed offsets from
+// its first pixel instead of a bounds check per pixel.
+FREQJAX_INLINE void PatchPointers(const Geometry& g, const float* x_img, int64_t top, int64_t left, const float* zeros,
+                                  const float* ptr[4][4]) {
+  if (top >= 0 && top + 4 <= g.h && left >= 0 && left + 4 <= g.w) {
+    const float* first = x_img + (top * g.w + left) * g.cin;
+    for (int r = 0; r < 4; ++r)
+      for (int q = 0; q < 4; ++q) ptr[r][q] = first + (r * g.w + q) * g.cin;
+    return;
+  }
   for (int r = 0; r < 4; ++r)
     for (int q = 0; q < 4; ++q) {
       const int64_t row = top + r, col = left + q;
@@ -557,9 +579,9 @@ void WinogradWeights(const float* w, int64_t cin, int64_t cout, float* u) {
 FREQJAX_INLINE void WinogradInput(const Geometry& g, const float* x_img, int64_t tile_cols, int64_t t0, int tiles,
                                   const float* zeros, float* v) {
   const int64_t xi_step = PointStride(kWinoTiles, g.cin);
-  for (int t = 0; t < tiles; ++t) {
+  ForTiles(tile_cols, t0, tiles, [&](int t, int64_t tile_row, int64_t tile_col) {
     const float* ptr[4][4];
-    PatchPointers(g, x_img, 2 * ((t0 + t) / tile_cols) - g.pt, 2 * ((t0 + t) % tile_cols) - g.pl, zeros, ptr);
+    PatchPointers(g, x_img, 2 * tile_row - g.pt, 2 * tile_col - g.pl, zeros, ptr);
     for (int64_t c = 0; c < g.cin; c += kLanes) {
       Vec d[4][4];
       for (int r = 0; r < 4; ++r)
@@ -579,7 +601,7 @@ FREQJAX_INLINE void WinogradInput(const Geometry& g, const float* x_img, int64_t
         Store(vr + 3 * xi_step, e[r][1] - e[r][3]);
       }
     }
-  }
+  });
 }
 
 // m[t][co] = sum_ci v[t][ci] * u[ci][co] for T tiles x CB output vectors, in registers.
@@ -614,8 +636,9 @@ FREQJAX_INLINE void WinogradProducts(const float* v, const float* u, int64_t cin
 FREQJAX_INLINE void WinogradOutput(const Geometry& g, const float* m, int64_t tile_cols, int64_t t0, int tiles,
                                    float* y_img) {
   const int64_t xi_step = PointStride(kWinoTiles, g.cout);
-  for (int t = 0; t < tiles; ++t) {
-    const int64_t oh = 2 * ((t0 + t) / tile_cols), ow = 2 * ((t0 + t) % tile_cols);
+  ForTiles(tile_cols, t0, tiles, [&](int t, int64_t tile_row, int64_t tile_col) {
+    const int64_t oh = 2 * tile_row, ow = 2 * tile_col;
+    const bool full = oh + 1 < g.ho && ow + 1 < g.wo;  // no cropping: four unconditional stores
     for (int64_t c = 0; c < g.cout; c += kLanes) {
       const float* mp = m + t * g.cout + c;
       Vec a[2][4];
@@ -625,13 +648,13 @@ FREQJAX_INLINE void WinogradOutput(const Geometry& g, const float* m, int64_t ti
         a[0][q] = m0 + m1 + m2;
         a[1][q] = m1 - m2 - m3;
       }
-      for (int r = 0; r < 2 && oh + r < g.ho; ++r) {  // (A^T m) A
+      for (int r = 0; r < 2 && (full || oh + r < g.ho); ++r) {  // (A^T m) A
         float* yp = y_img + ((oh + r) * g.wo + ow) * g.cout + c;
         Store(yp, a[r][0] + a[r][1] + a[r][2]);
-        if (ow + 1 < g.wo) Store(yp + g.cout, a[r][1] - a[r][2] - a[r][3]);
+        if (full || ow + 1 < g.wo) Store(yp + g.cout, a[r][1] - a[r][2] - a[r][3]);
       }
     }
-  }
+  });
 }
 
 ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
@@ -705,23 +728,27 @@ void WinogradGradInputTransform(const Geometry& g, const float* x_img, int64_t t
                                 const float* zeros, int64_t v_step, float* v) {
   for (int64_t c = 0; c < g.cin; c += kLanes) {
     Vec e[4][4];  // B^T p: e[i][q] for transform row i and patch column q
-    int64_t prev = -2;
-    for (int t = 0; t < tiles; ++t) {
-      const int64_t tile = t0 + t, top = 2 * (tile / tile_cols) - g.pt, left = 2 * (tile % tile_cols) - g.pl;
-      auto column = [&](int q) {
-        const int64_t col = left + q;
-        Vec d[4];
+    const float* rows[4];  // the patch rows' pixel 0 (channel c), or nullptr outside the image
+    ForTiles(tile_cols, t0, tiles, [&](int t, int64_t tile_row, int64_t tile_col) {
+      const int64_t top = 2 * tile_row - g.pt, left = 2 * tile_col - g.pl;
+      const bool first = t == 0 || tile_col == 0;  // else the same tile row as the previous tile
+      if (first) {
         for (int r = 0; r < 4; ++r) {
           const int64_t row = top + r;
-          const bool inside = row >= 0 && row < g.h && col >= 0 && col < g.w;
-          d[r] = Load((inside ? x_img + (row * g.w + col) * g.cin : zeros) + c);
+          rows[r] = row >= 0 && row < g.h ? x_img + row * g.w * g.cin + c : nullptr;
         }
+      }
+      auto column = [&](int q) {
+        const int64_t col = left + q;
+        const bool inside = col >= 0 && col < g.w;
+        Vec d[4];
+        for (int r = 0; r < 4; ++r) d[r] = Load(inside && rows[r] ? rows[r] + col * g.cin : zeros + c);
         e[0][q] = d[0] - d[2];
         e[1][q] = d[1] + d[2];
         e[2][q] = d[2] - d[1];
         e[3][q] = d[3] - d[1];
       };
-      if (tile == prev + 1 && tile % tile_cols != 0) {  // same tile row as the previous tile
+      if (!first) {
         for (int i = 0; i < 4; ++i) {
           e[i][0] = e[i][2];
           e[i][1] = e[i][3];
@@ -731,7 +758,6 @@ void WinogradGradInputTransform(const Geometry& g, const float* x_img, int64_t t
       } else {
         for (int q = 0; q < 4; ++q) column(q);
       }
-      prev = tile;
       for (int i = 0; i < 4; ++i) {  // (B^T p) B
         float* vr = v + i * 4 * v_step + t * g.cin + c;
         Store(vr, e[i][0] - e[i][2]);
@@ -739,7 +765,7 @@ void WinogradGradInputTransform(const Geometry& g, const float* x_img, int64_t t
         Store(vr + 2 * v_step, e[i][2] - e[i][1]);
         Store(vr + 3 * v_step, e[i][3] - e[i][1]);
       }
-    }
+    });
   }
 }
 
@@ -760,8 +786,8 @@ inline int64_t WinogradGradBlock(int64_t cin, int64_t cout) {
 void WinogradGradInputs(const Geometry& g, const float* x_img, const float* dy_img, int64_t tile_cols, int64_t t0,
                         int tiles, const float* zeros, int64_t v_step, int64_t d_step, float* v, float* d) {
   WinogradGradInputTransform(g, x_img, tile_cols, t0, tiles, zeros, v_step, v);
-  for (int t = 0; t < tiles; ++t) {
-    const int64_t oh = 2 * ((t0 + t) / tile_cols), ow = 2 * ((t0 + t) % tile_cols);
+  ForTiles(tile_cols, t0, tiles, [&](int t, int64_t tile_row, int64_t tile_col) {
+    const int64_t oh = 2 * tile_row, ow = 2 * tile_col;
     const bool down = oh + 1 < g.ho, right = ow + 1 < g.wo;
     const float* dp = dy_img + (oh * g.wo + ow) * g.cout;
     const float* dp01 = right ? dp + g.cout : zeros;
@@ -782,7 +808,7 @@ void WinogradGradInputs(const Geometry& g, const float* x_img, const float* dy_i
         Store(dr + 3 * d_step, h[r][1]);
       }
     }
-  }
+  });
 }
 
 // m[ci][co] += sum over tiles of v[t][ci] * d[t][co] for CIB input channels x CB output vectors.
