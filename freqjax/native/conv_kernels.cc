@@ -610,6 +610,7 @@ FREQJAX_INLINE void WinogradProduct(const float* v, const float* u, int64_t cin,
   Vec acc[T][CB];
   for (int t = 0; t < T; ++t)
     for (int c = 0; c < CB; ++c) acc[t][c] = Vec{};
+#pragma GCC unroll 4
   for (int64_t ci = 0; ci < cin; ++ci) {
     Vec wv[CB];
     for (int c = 0; c < CB; ++c) wv[c] = Load(u + ci * cout + c * kLanes);
@@ -657,35 +658,182 @@ FREQJAX_INLINE void WinogradOutput(const Geometry& g, const float* m, int64_t ti
   });
 }
 
-ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                               ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
-  const auto yd = y->dimensions();
-  const Geometry geometry =
-      MakeGeometry(x.dimensions(), w.dimensions(), yd[1], Width(yd, w.dimensions()[3]), sh, sw, pt, pl);
+// F(4x4, 3x3): 36 products per 4x4 output tile and channel pair, 2.25 per output where F(2x2,
+// 3x3) takes 4, with transforms that cost about as much per output. Its interpolation points are
+// 0, -1, 1, 1/2, -2 (and infinity) rather than Lavin & Gray's 0, +-1, +-2: their transforms are a
+// fifth longer but round 2-3x less (float32 relative error vs float64 ~2e-6 where the usual points
+// give ~5e-6 at 16-32 input channels, F(2x2) ~3e-7). It serves convs with few input channels
+// (kWino43MaxCin), where F(2x2) is bound by its transforms rather than its products: on the Xeon of
+// the README 1.15x F(2x2)'s speed at 128x32x32x16 -> 16 and 1.38x at 128x16x16x32 -> 32, but
+// 0.85x at 128x8x8x64 -> 64 (benchmarks/kernel_ab.py op).
+constexpr int64_t kWino43MaxCin = 32;
+constexpr int kWino43Tiles = 8;  // tiles per block (one tile row of a 32-pixel-wide image)
+
+// u[xi][ci][co] = (G g G^T)[xi], G = [1 0 0; -1/3 1/3 -1/3; 1/3 1/3 1/3; -16/15 -8/15 -4/15;
+// 1/15 -2/15 4/15; 0 0 1].
+void Winograd43Weights(const float* w, int64_t cin, int64_t cout, float* u) {
+  const int64_t plane = cin * cout;
+  auto transform = [](const float* in, float* out) {  // G applied to 3 values
+    out[0] = in[0];
+    out[1] = (-in[0] + in[1] - in[2]) / 3.0f;
+    out[2] = (in[0] + in[1] + in[2]) / 3.0f;
+    out[3] = (-16.0f * in[0] - 8.0f * in[1] - 4.0f * in[2]) / 15.0f;
+    out[4] = (in[0] - 2.0f * in[1] + 4.0f * in[2]) / 15.0f;
+    out[5] = in[2];
+  };
+  for (int64_t k = 0; k < plane; ++k) {
+    float g[3][3], t[6][3], col[3], out[6];
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) g[i][j] = w[(i * 3 + j) * plane + k];
+    for (int j = 0; j < 3; ++j) {  // t = G g
+      for (int i = 0; i < 3; ++i) col[i] = g[i][j];
+      transform(col, out);
+      for (int i = 0; i < 6; ++i) t[i][j] = out[i];
+    }
+    for (int i = 0; i < 6; ++i) {  // u = t G^T
+      transform(t[i], out);
+      for (int j = 0; j < 6; ++j) u[(i * 6 + j) * plane + k] = out[j];
+    }
+  }
+}
+
+// B^T applied to 6 values: B^T = [1 -3/2 -2 3/2 1 0; 0 1 -5/2 1/2 1 0; 0 -1 1/2 5/2 1 0;
+// 0 -2 -1 2 1 0; 0 1/2 -1 -1/2 1 0; 0 1 -3/2 -2 3/2 1].
+FREQJAX_INLINE void Winograd43In(const Vec d[6], Vec t[6]) {
+  const Vec a = d[3] - d[1], b = d[4] - d[2];
+  t[0] = (d[0] + d[4]) - 2.0f * d[2] + 1.5f * a;
+  t[1] = (d[1] + d[4]) - 2.5f * d[2] + 0.5f * d[3];
+  t[2] = (d[4] - d[1]) + 0.5f * d[2] + 2.5f * d[3];
+  t[3] = b + 2.0f * a;
+  t[4] = b - 0.5f * a;
+  t[5] = (d[1] + d[5]) - 2.0f * d[3] + 1.5f * b;
+}
+
+// A^T applied to 6 values: A^T = [1 1 1 1 1 0; 0 -1 1 1/2 -2 0; 0 1 1 1/4 4 0; 0 -1 1 1/8 -8 1].
+FREQJAX_INLINE void Winograd43Out(const Vec m[6], Vec o[4]) {
+  const Vec s = m[1] + m[2], d = m[2] - m[1];
+  o[0] = m[0] + s + m[3] + m[4];
+  o[1] = d + 0.5f * m[3] - 2.0f * m[4];
+  o[2] = s + 0.25f * m[3] + 4.0f * m[4];
+  o[3] = d + 0.125f * m[3] - 8.0f * m[4] + m[5];
+}
+
+// v[xi][t][ci] = (B^T d B)[xi] of the 6x6 input patch of each tile (pixels outside read as zeros).
+FREQJAX_INLINE void Winograd43Input(const Geometry& g, const float* x_img, int64_t tile_cols, int64_t t0, int tiles,
+                                    const float* zeros, float* v) {
+  const int64_t xi_step = PointStride(kWino43Tiles, g.cin);
+  ForTiles(tile_cols, t0, tiles, [&](int t, int64_t tile_row, int64_t tile_col) {
+    const int64_t top = 4 * tile_row - g.pt, left = 4 * tile_col - g.pl;
+    const bool inside = top >= 0 && top + 6 <= g.h && left >= 0 && left + 6 <= g.w;
+    for (int64_t c = 0; c < g.cin; c += kLanes) {
+      Vec e[6][6];  // B^T d, column by column
+      for (int q = 0; q < 6; ++q) {
+        Vec d[6];
+        for (int r = 0; r < 6; ++r) {
+          const int64_t row = top + r, col = left + q;
+          const bool in = inside || (row >= 0 && row < g.h && col >= 0 && col < g.w);
+          d[r] = Load((in ? x_img + (row * g.w + col) * g.cin : zeros) + c);
+        }
+        Vec out[6];
+        Winograd43In(d, out);
+        for (int i = 0; i < 6; ++i) e[i][q] = out[i];
+      }
+      for (int i = 0; i < 6; ++i) {  // (B^T d) B
+        Vec out[6];
+        Winograd43In(e[i], out);
+        float* vr = v + i * 6 * xi_step + t * g.cin + c;
+        for (int j = 0; j < 6; ++j) Store(vr + j * xi_step, out[j]);
+      }
+    }
+  });
+}
+
+// y = A^T m A for each tile, cropped to the output.
+FREQJAX_INLINE void Winograd43Output(const Geometry& g, const float* m, int64_t tile_cols, int64_t t0, int tiles,
+                                     float* y_img) {
+  const int64_t xi_step = PointStride(kWino43Tiles, g.cout);
+  ForTiles(tile_cols, t0, tiles, [&](int t, int64_t tile_row, int64_t tile_col) {
+    const int64_t oh = 4 * tile_row, ow = 4 * tile_col;
+    const int rows = static_cast<int>(std::min<int64_t>(4, g.ho - oh)), cols = static_cast<int>(std::min<int64_t>(4, g.wo - ow));
+    for (int64_t c = 0; c < g.cout; c += kLanes) {
+      const float* mp = m + t * g.cout + c;
+      Vec a[4][6];  // A^T m, column by column
+      for (int q = 0; q < 6; ++q) {
+        Vec col[6], out[4];
+        for (int i = 0; i < 6; ++i) col[i] = Load(mp + (i * 6 + q) * xi_step);
+        Winograd43Out(col, out);
+        for (int r = 0; r < 4; ++r) a[r][q] = out[r];
+      }
+      for (int r = 0; r < rows; ++r) {  // (A^T m) A
+        Vec out[4];
+        Winograd43Out(a[r], out);
+        float* yp = y_img + ((oh + r) * g.wo + ow) * g.cout + c;
+        if (cols == 4) {
+          for (int q = 0; q < 4; ++q) Store(yp + q * g.cout, out[q]);
+        } else {
+          for (int q = 0; q < cols; ++q) Store(yp + q * g.cout, out[q]);
+        }
+      }
+    }
+  });
+}
+
+// The forward of one Winograd scheme: F(2x2, 3x3) (kTile 2, 16 points) or F(4x4, 3x3) (4, 36).
+template <int kTile>
+struct WinogradScheme;
+
+template <>
+struct WinogradScheme<2> {
+  static constexpr int kPoints = 16, kTiles = kWinoTiles;
+  static void Weights(const float* w, int64_t cin, int64_t cout, float* u) { WinogradWeights(w, cin, cout, u); }
+  static FREQJAX_INLINE void Input(const Geometry& g, const float* x, int64_t tile_cols, int64_t t0, int tiles,
+                                   const float* zeros, float* v) {
+    WinogradInput(g, x, tile_cols, t0, tiles, zeros, v);
+  }
+  static FREQJAX_INLINE void Output(const Geometry& g, const float* m, int64_t tile_cols, int64_t t0, int tiles,
+                                    float* y) {
+    WinogradOutput(g, m, tile_cols, t0, tiles, y);
+  }
+};
+
+template <>
+struct WinogradScheme<4> {
+  static constexpr int kPoints = 36, kTiles = kWino43Tiles;
+  static void Weights(const float* w, int64_t cin, int64_t cout, float* u) { Winograd43Weights(w, cin, cout, u); }
+  static FREQJAX_INLINE void Input(const Geometry& g, const float* x, int64_t tile_cols, int64_t t0, int tiles,
+                                   const float* zeros, float* v) {
+    Winograd43Input(g, x, tile_cols, t0, tiles, zeros, v);
+  }
+  static FREQJAX_INLINE void Output(const Geometry& g, const float* m, int64_t tile_cols, int64_t t0, int tiles,
+                                    float* y) {
+    Winograd43Output(g, m, tile_cols, t0, tiles, y);
+  }
+};
+
+template <int kTile>
+void WinogradForwardRun(ffi::ThreadPool& pool, const Geometry& geometry, const float* W, const float* X, float* Y) {
+  using S = WinogradScheme<kTile>;
   const Geometry& g = geometry;
-  if (g.cin % kLanes != 0 || g.cout % kLanes != 0 || g.kh != 3 || g.kw != 3 || sh != 1 || sw != 1)
-    return ffi::Error::InvalidArgument("freqjax winograd: needs a 3x3 stride-1 conv, C_in and C_out multiples of 16");
-  std::vector<float> u(16 * g.cin * g.cout), zeros(g.cin, 0.0f);
-  WinogradWeights(w.typed_data(), g.cin, g.cout, u.data());
-  const float* X = x.typed_data();
-  float* Y = y->typed_data();
-  const int64_t tile_cols = (g.wo + 1) / 2, tiles_per_image = (g.ho + 1) / 2 * tile_cols;
-  const int64_t blocks = (tiles_per_image + kWinoTiles - 1) / kWinoTiles;
-  // One task per block of kWinoTiles consecutive tiles of one image (crossing tile rows, so small
+  std::vector<float> u(S::kPoints * g.cin * g.cout), zeros(g.cin, 0.0f);
+  S::Weights(W, g.cin, g.cout, u.data());
+  const int64_t tile_cols = (g.wo + kTile - 1) / kTile, tiles_per_image = (g.ho + kTile - 1) / kTile * tile_cols;
+  const int64_t blocks = (tiles_per_image + S::kTiles - 1) / S::kTiles;
+  // One task per block of S::kTiles consecutive tiles of one image (crossing tile rows, so small
   // images still fill the register blocks).
   WithChannels<FREQJAX_WINOGRAD_PAIRS>(g.cin, g.cout, [&](auto ci, auto co) {
     ParallelFor(pool, g.n * blocks, [&](int64_t task) {
       const Geometry g = FixChannels<ci, co>(geometry);
-      const int64_t img = task / blocks, t0 = task % blocks * kWinoTiles;
-      const int tiles = static_cast<int>(std::min<int64_t>(kWinoTiles, tiles_per_image - t0));
+      const int64_t img = task / blocks, t0 = task % blocks * S::kTiles;
+      const int tiles = static_cast<int>(std::min<int64_t>(S::kTiles, tiles_per_image - t0));
+      const int64_t v_step = PointStride(S::kTiles, g.cin), m_step = PointStride(S::kTiles, g.cout);
       thread_local std::vector<float> v, m;
-      v.resize(16 * PointStride(kWinoTiles, g.cin));
-      m.resize(16 * PointStride(kWinoTiles, g.cout));
-      WinogradInput(g, X + img * g.h * g.w * g.cin, tile_cols, t0, tiles, zeros.data(), v.data());
-      for (int xi = 0; xi < 16; ++xi) {
-        const float* vx = v.data() + xi * PointStride(kWinoTiles, g.cin);
+      v.resize(S::kPoints * v_step);
+      m.resize(S::kPoints * m_step);
+      S::Input(g, X + img * g.h * g.w * g.cin, tile_cols, t0, tiles, zeros.data(), v.data());
+      for (int xi = 0; xi < S::kPoints; ++xi) {
+        const float* vx = v.data() + xi * v_step;
         const float* ux = u.data() + xi * g.cin * g.cout;
-        float* mx = m.data() + xi * PointStride(kWinoTiles, g.cout);
+        float* mx = m.data() + xi * m_step;
         // Register blocks of 24, 16 and 8 accumulators: 6 x 4 and 8 x 1 ran 1.4x and 1.1x faster than
         // 4 x 4 and 16 x 1 at 64 and 16 channels (A/B of two builds, as above).
         for (int64_t c = 0; c < g.cout;) {
@@ -702,9 +850,22 @@ ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ff
           }
         }
       }
-      WinogradOutput(g, m.data(), tile_cols, t0, tiles, Y + img * g.ho * g.wo * g.cout);
+      S::Output(g, m.data(), tile_cols, t0, tiles, Y + img * g.ho * g.wo * g.cout);
     });
   });
+}
+
+ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                               ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
+  const auto yd = y->dimensions();
+  const Geometry g =
+      MakeGeometry(x.dimensions(), w.dimensions(), yd[1], Width(yd, w.dimensions()[3]), sh, sw, pt, pl);
+  if (g.cin % kLanes != 0 || g.cout % kLanes != 0 || g.kh != 3 || g.kw != 3 || sh != 1 || sw != 1)
+    return ffi::Error::InvalidArgument("freqjax winograd: needs a 3x3 stride-1 conv, C_in and C_out multiples of 16");
+  if (g.cin <= kWino43MaxCin)
+    WinogradForwardRun<4>(pool, g, w.typed_data(), x.typed_data(), y->typed_data());
+  else
+    WinogradForwardRun<2>(pool, g, w.typed_data(), x.typed_data(), y->typed_data());
   return ffi::Error::Success();
 }
 
