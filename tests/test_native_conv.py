@@ -165,6 +165,19 @@ def _ffi_targets(fn, *args) -> list[str]:
     return sorted(set(re.findall(r"freqjax_\w+", hlo)))
 
 
+# The Winograd forward's two schemes: F(4x4, 3x3) for C_in <= 32, F(2x2, 3x3) above; output sizes
+# of every remainder modulo the 4x4 and 2x2 tiles (cropped tiles at the bottom and right edges).
+@pytest.mark.parametrize("c_in", [16, 32, 48])
+@pytest.mark.parametrize(("side", "pad"), [((6, 7), sym(3, 1)), ((5, 10), sym(3, 1)), ((11, 9), ((0, 0), (0, 0)))])
+def test_winograd_forward_schemes_match_xla(c_in, side, pad):
+    rng = np.random.default_rng(c_in + side[0])
+    x = jnp.asarray(rng.normal(size=(3, *side, c_in)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, c_in, 16)), jnp.float32)
+    ref = cpu_conv.xla_conv(x, w, (1, 1), pad)
+    ours = native.winograd_forward(x, w, (pad[0][0], pad[1][0]), ref.shape[1:3])
+    assert rel_err(ours, ref) <= RTOL
+
+
 def test_winograd_serves_stride_one_3x3_convs():
     def grad_targets(c_in, side):
         x, w = jnp.ones((2, side, side, c_in)), jnp.ones((3, 3, c_in, 32))
