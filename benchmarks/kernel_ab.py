@@ -13,7 +13,8 @@ noisy machine (the CI Xeon's speed drifts 1.5x over seconds, more than most kern
 kernel call on random data (3x3 kernels, ``--stride``, padding 1) and also reports the
 largest difference between the builds' outputs relative to the largest output. Prints medians
 and 10th percentiles, A (first source) against B. Run with the entry points' malloc tuning
-exported (README, "CPU memory allocation").
+exported (README, "CPU memory allocation"). A source from before the kernels took packed
+16-channel operands (``freqjax.native.packed``, commit 88c7d2e) needs ``--unpacked``.
 """
 
 from __future__ import annotations
@@ -130,6 +131,12 @@ def main() -> None:
         p.add_argument("source_a", type=Path)
         p.add_argument("source_b", type=Path)
         p.add_argument("--rounds", type=int, default=30)
+        p.add_argument(
+            "--unpacked",
+            action="store_true",
+            help="hand 16-channel operands over unpacked (freqjax.native.packed off): needed for a source from "
+            "before the kernels took packed operands (before commit 88c7d2e), which would misread them",
+        )
         if command == "step":
             p.add_argument("--model", default="cifar_resnet8")
         else:
@@ -145,6 +152,7 @@ def main() -> None:
         parser.error("the native kernels are unavailable here (no C++ compiler, or FREQJAX_NATIVE=0)")
     for source, prefix in zip((args.source_a, args.source_b), PREFIXES, strict=True):
         register(source.resolve(), prefix)
+    native._PACK = not args.unpacked
     if args.command == "step":
         step(args.model, args.rounds)
     else:

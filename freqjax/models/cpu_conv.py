@@ -24,9 +24,10 @@ On top of these, the native C++ kernels of :mod:`freqjax.native` (called through
 replace dense convs with whole 16-channel vectors of output channels and depthwise convs with
 whole vectors of channels, float32: forward, weight gradient, and the input gradient as one
 stride-1 native conv per stride phase (:func:`_native_input_grad`). Stride-1 3x3 convs whose
-input channels are whole vectors too run by Winograd's minimal filtering instead (16 products
-per 2x2 tile where the direct conv takes 36): the forward and the stride-1 input gradient always,
-the weight gradient where it is faster (:func:`_native_weight_grad`).
+input channels are whole vectors too run by Winograd's minimal filtering instead (F(4x4, 3x3)
+at up to 32 input channels, F(2x2, 3x3) above: 2.25 or 4 products per output where the direct
+conv takes 9): the forward and the stride-1 input gradient always, the weight gradient
+(F(3x3, 2x2)) where it is faster (:func:`_native_weight_grad`).
 
 Which formulation runs is the *conv implementation*:
 
@@ -272,7 +273,7 @@ def _winograd_applies(kernel: tuple[int, int], strides: Strides, c_in: int) -> b
 
 
 def _native_conv(x: jax.Array, w: jax.Array, strides: Strides, pad_top_left: tuple[int, int], out_hw) -> jax.Array:
-    """The native dense conv: Winograd's F(2x2, 3x3) where it applies, else the direct kernel."""
+    """The native dense conv: Winograd's (F(4x4) or F(2x2)) where it applies, else the direct kernel."""
     if _winograd_applies(w.shape[:2], strides, x.shape[-1]):
         return native.winograd_forward(x, w, pad_top_left, out_hw)
     return native.conv_forward(x, w, strides, pad_top_left, out_hw)

@@ -73,7 +73,7 @@ _TARGETS = {
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
 # The output-channel vector of the kernels: C_out must be a multiple of it.
 LANES = 16
-# Whether packed() packs: off only in benchmarks/cpu_conv_ops.py ablation (the gain of packing).
+# Whether packed() packs: off only in benchmarks (cpu_conv_ops.py ablation, kernel_ab.py --unpacked).
 _PACK = True
 
 
@@ -283,8 +283,9 @@ def conv_forward(x: jax.Array, w: jax.Array, strides: Pair, pad_top_left: Pair, 
 
 
 def winograd_forward(x: jax.Array, w: jax.Array, pad_top_left: Pair, out_hw: Pair) -> jax.Array:
-    """:func:`conv_forward` of a stride-1 3x3 conv by Winograd's F(2x2, 3x3): 16 products per
-    channel pair and 2x2 output tile instead of 36. C_in and C_out must be multiples of 16."""
+    """:func:`conv_forward` of a stride-1 3x3 conv by Winograd's minimal filtering: F(4x4, 3x3)
+    (36 products per channel pair and 4x4 output tile instead of 144) for C_in <= 32, F(2x2, 3x3)
+    (16 instead of 36) above. C_in and C_out must be multiples of 16."""
     _check_dense("winograd_forward", x, w, winograd=True)
     out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, w.shape[-1]), x.dtype)
     call = jax.ffi.ffi_call("freqjax_winograd_forward", out, vmap_method="sequential")

@@ -664,8 +664,9 @@ FREQJAX_INLINE void WinogradOutput(const Geometry& g, const float* m, int64_t ti
 // fifth longer but round 2-3x less (float32 relative error vs float64 ~2e-6 where the usual points
 // give ~5e-6 at 16-32 input channels, F(2x2) ~3e-7). It serves convs with few input channels
 // (kWino43MaxCin), where F(2x2) is bound by its transforms rather than its products: on the Xeon of
-// the README 1.15x F(2x2)'s speed at 128x32x32x16 -> 16 and 1.38x at 128x16x16x32 -> 32, but
-// 0.85x at 128x8x8x64 -> 64 (benchmarks/kernel_ab.py op).
+// the README 1.29x F(2x2)'s speed at 128x32x32x16 -> 16 and 1.50x at 128x16x16x32 -> 32; at 64
+// channels 1.25x at 32x56x56x64 but 0.88x at 128x8x8x64 (too few tiles per image), so 64 and more
+// keep F(2x2) for now (benchmarks/kernel_ab.py op).
 constexpr int64_t kWino43MaxCin = 32;
 constexpr int kWino43Tiles = 8;  // tiles per block (one tile row of a 32-pixel-wide image)
 
