@@ -755,7 +755,8 @@ FREQJAX_INLINE void Winograd43Output(const Geometry& g, const float* m, int64_t 
   const int64_t xi_step = PointStride(kWino43Tiles, g.cout);
   ForTiles(tile_cols, t0, tiles, [&](int t, int64_t tile_row, int64_t tile_col) {
     const int64_t oh = 4 * tile_row, ow = 4 * tile_col;
-    const int rows = static_cast<int>(std::min<int64_t>(4, g.ho - oh)), cols = static_cast<int>(std::min<int64_t>(4, g.wo - ow));
+    const int rows = static_cast<int>(std::min<int64_t>(4, g.ho - oh));
+    const int cols = static_cast<int>(std::min<int64_t>(4, g.wo - ow));
     for (int64_t c = 0; c < g.cout; c += kLanes) {
       const float* mp = m + t * g.cout + c;
       Vec a[4][6];  // A^T m, column by column
@@ -769,7 +770,7 @@ FREQJAX_INLINE void Winograd43Output(const Geometry& g, const float* m, int64_t 
         Vec out[4];
         Winograd43Out(a[r], out);
         float* yp = y_img + ((oh + r) * g.wo + ow) * g.cout + c;
-        if (cols == 4) {
+        if (cols == 4) {  // a whole tile: a fixed trip count, so the stores unroll
           for (int q = 0; q < 4; ++q) Store(yp + q * g.cout, out[q]);
         } else {
           for (int q = 0; q < cols; ++q) Store(yp + q * g.cout, out[q]);
