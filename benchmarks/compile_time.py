@@ -5,7 +5,7 @@
 ``tests/conftest.py`` compiles at ``--xla_backend_optimization_level=0`` because the suite is
 bound by XLA compile time. This times, per model, in fresh child processes with the suite's 8
 CPU devices, alternating the default level and level 0: tracing + compiling the init and the SGD train step of
-:func:`freqjax.train_bench.make_freqjax_step` on a batch of 8 images at 32 px (the train-mode
+:func:`freqjax.bench.train_step.make_freqjax_step` on a batch of 8 images at 32 px (the train-mode
 test's size; DCT models at 4x4), and then running 8 steps, in seconds.
 """
 
@@ -22,7 +22,7 @@ LEVEL_0 = f"{DEVICES} --xla_backend_optimization_level=0"
 
 _CHILD = """
 import json, sys, time
-from freqjax.train_bench import make_freqjax_step, random_batch
+from freqjax.bench.train_step import make_freqjax_step, random_batch
 x, y = random_batch(sys.argv[1], 8, 32)  # DCT models: 32 px is 4x4 blocks
 start = time.perf_counter()
 step = make_freqjax_step(sys.argv[1], x, y)  # jit + compile of the init and of the train step

@@ -1,4 +1,4 @@
-"""Single convolutions and alternating train-step rounds: the figures behind freqjax/models/cpu_conv.py.
+"""Single convolutions and alternating train-step rounds: the figures behind freqjax/ops/conv.py.
 
     python benchmarks/cpu_conv_ops.py ops            # one op at a time: XLA, cpu_conv, native, PyTorch
     python benchmarks/cpu_conv_ops.py winograd       # native direct vs Winograd kernels, stride-1 3x3
@@ -7,10 +7,10 @@
     python benchmarks/cpu_conv_ops.py rounds --model cifar_resnet8 --rounds 4
 
 ``ops`` times, per shape, the jitted forward and forward + backward (input and weight gradients)
-of XLA's convolution, of :mod:`freqjax.models.cpu_conv`'s XLA-op formulations ('cpu'), of the
-native kernels ('native', :mod:`freqjax.native`) and (dense shapes, if torch is installed) of
+of XLA's convolution, of :mod:`freqjax.ops.conv`'s XLA-op formulations ('cpu'), of the
+native kernels ('native', :mod:`freqjax.ops.native`) and (dense shapes, if torch is installed) of
 ``torch.nn.Conv2d`` in channels-last with the same threads; warm medians of 7, ms.
-``rounds`` alternates :func:`freqjax.train_bench.bench_train_step` between the default path
+``rounds`` alternates :func:`freqjax.bench.train_step.bench_train_step` between the default path
 (native kernels), ``conv_impl('cpu')`` and ``conv_impl('xla')`` (or the ``--paths`` given, e.g.
 ``freqjax,torch``) several times in one process and prints the medians' ratios, which are
 steadier than one run on a noisy machine. Run with the entry points' malloc tuning exported
@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from freqjax import native
-from freqjax.latency import available_cpus
-from freqjax.models import conv_impl, cpu_conv
+from freqjax.bench.latency import available_cpus
+from freqjax.ops import conv as cpu_conv
+from freqjax.ops import conv_impl, native
 
 # (batch, side, C_in, C_out, kernel, stride): the quick CIFAR ResNet's 3x3 layers and MobileNetV2's stem.
 DENSE = [(128, 32, 16, 16, 3, 1), (128, 32, 3, 16, 3, 1), (128, 32, 16, 32, 3, 2), (128, 8, 64, 64, 3, 1)]
@@ -147,7 +147,7 @@ WINOGRAD = [
 
 def winograd(count: int) -> None:
     """Direct native kernels against Winograd's, forward and weight gradient, alternating ``count`` rounds."""
-    from freqjax import native
+    from freqjax.ops import native
 
     if not native.available():
         raise SystemExit("the native kernels are not available (no C++ compiler?)")
@@ -206,25 +206,25 @@ def elementwise(count: int) -> None:
 @contextlib.contextmanager
 def _switched_off(parts: tuple[str, ...]):
     """Trace with the Winograd kernels, the native BatchNorm sums and/or the packed view of
-    16-channel activations (freqjax.native.packed) switched off (benchmark only)."""
-    from freqjax.models import native_bn
+    16-channel activations (freqjax.ops.native.packed) switched off (benchmark only)."""
+    from freqjax.ops import batchnorm as native_bn
 
-    saved = cpu_conv._winograd_applies, native_bn.applies, native._PACK
+    saved = cpu_conv._winograd_applies, native_bn.applies, native.ffi._PACK
     if "winograd" in parts:
         cpu_conv._winograd_applies = lambda *args: False
     if "bn_sums" in parts:
         native_bn.applies = lambda x: False
     if "packing" in parts:
-        native._PACK = False
+        native.ffi._PACK = False
     try:
         yield
     finally:
-        cpu_conv._winograd_applies, native_bn.applies, native._PACK = saved
+        cpu_conv._winograd_applies, native_bn.applies, native.ffi._PACK = saved
 
 
 def ablation(model: str, count: int) -> None:
     """Median train-step ms of each :data:`ABLATIONS` variant, alternating two steps of each ``count`` times."""
-    from freqjax.train_bench import make_freqjax_step, random_batch
+    from freqjax.bench.train_step import make_freqjax_step, random_batch
 
     x, y = random_batch(model)
     batch = len(x)
@@ -248,7 +248,7 @@ def ablation(model: str, count: int) -> None:
 
 
 def rounds(model: str, count: int, paths: tuple[str, ...]) -> None:
-    from freqjax.train_bench import bench_train_step
+    from freqjax.bench.train_step import bench_train_step
 
     runs: dict[str, list[float]] = {p: [] for p in paths}
     for _ in range(count):

@@ -5,16 +5,16 @@
     python benchmarks/kernel_ab.py op /tmp/before.cc freqjax/native/conv_kernels.cc --op winograd_forward \\
         --shape 128,32,32,16 --c-out 16
 
-Both sources are compiled (``freqjax.native.build``, cached by content) and registered under
+Both sources are compiled (``freqjax.ops.native.build``, cached by content) and registered under
 their own FFI target names (``a_freqjax_*``, ``b_freqjax_*``); a step or op is traced once per
 build with its calls renamed, and the two run alternately, so both meet the same moments of a
 noisy machine (the CI Xeon's speed drifts 1.5x over seconds, more than most kernel changes).
-``step`` times the train step of :func:`freqjax.train_bench.make_freqjax_step`; ``op`` one
+``step`` times the train step of :func:`freqjax.bench.train_step.make_freqjax_step`; ``op`` one
 kernel call on random data (3x3 kernels, ``--stride``, padding 1) and also reports the
 largest difference between the builds' outputs relative to the largest output. Prints medians
 and 10th percentiles, A (first source) against B. Run with the entry points' malloc tuning
 exported (README, "CPU memory allocation"). A source from before the kernels took packed
-16-channel operands (``freqjax.native.packed``, commit 88c7d2e) needs ``--unpacked``.
+16-channel operands (``freqjax.ops.native.packed``, commit 88c7d2e) needs ``--unpacked``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from freqjax import native
+from freqjax.ops import native
 
 PREFIXES = ("a_", "b_")
 OPS = ("winograd_forward", "winograd_weight_grad", "conv_forward", "conv_input_grad", "conv_weight_grad")
@@ -41,12 +41,12 @@ OPS = ("winograd_forward", "winograd_weight_grad", "conv_forward", "conv_input_g
 def register(source: Path, prefix: str) -> None:
     """Compile ``source`` and register its handlers as ``prefix + target`` (keeps the library loaded)."""
     lib = ctypes.CDLL(str(native.build(source=source)))
-    native._register(lib, native._capsules(lib, prefix), key=prefix)
+    native.register_library(lib, prefix)
 
 
 @contextlib.contextmanager
 def renamed_calls(prefix: str) -> Iterator[None]:
-    """While tracing, freqjax.native's FFI calls go to the targets registered under ``prefix``."""
+    """While tracing, freqjax.ops.native's FFI calls go to the targets registered under ``prefix``."""
     original = jax.ffi.ffi_call
     jax.ffi.ffi_call = lambda name, *args, **kwargs: original(prefix + name, *args, **kwargs)
     try:
@@ -78,7 +78,7 @@ def report(label: str, times: dict[str, list[float]]) -> None:
 
 
 def step(model: str, rounds: int) -> None:
-    from freqjax.train_bench import make_freqjax_step, random_batch
+    from freqjax.bench.train_step import make_freqjax_step, random_batch
 
     x, y = random_batch(model)
     steps = {}
@@ -134,7 +134,7 @@ def main() -> None:
         p.add_argument(
             "--unpacked",
             action="store_true",
-            help="hand 16-channel operands over unpacked (freqjax.native.packed off): needed for a source from "
+            help="hand 16-channel operands over unpacked (freqjax.ops.native.packed off): needed for a source from "
             "before the kernels took packed operands (before commit 88c7d2e), which would misread them",
         )
         if command == "step":
@@ -152,7 +152,7 @@ def main() -> None:
         parser.error("the native kernels are unavailable here (no C++ compiler, or FREQJAX_NATIVE=0)")
     for source, prefix in zip((args.source_a, args.source_b), PREFIXES, strict=True):
         register(source.resolve(), prefix)
-    native._PACK = not args.unpacked
+    native.ffi._PACK = not args.unpacked
     if args.command == "step":
         step(args.model, args.rounds)
     else:

@@ -4,7 +4,7 @@
     python benchmarks/malloc_tunables.py --impl xla --pairs 2      # XLA's own convolutions
 
 glibc tunables are read once at process start, so the two settings cannot share a process: each
-run is a fresh child process timing :func:`freqjax.train_bench.make_freqjax_step` (8 warm-up
+run is a fresh child process timing :func:`freqjax.bench.train_step.make_freqjax_step` (8 warm-up
 steps, then ``--steps`` timed ones), the two settings alternating ``--pairs`` times. Each child
 reports its median ms per step and its minor page faults per timed step
 (``getrusage().ru_minflt``). The settings are ``freqjax.runtime.MALLOC_TUNABLES`` against the
@@ -24,8 +24,8 @@ from freqjax.runtime import MALLOC_THRESHOLDS, MALLOC_TUNABLES
 
 _CHILD = """
 import json, resource, statistics, sys
-from freqjax.profile import time_call
-from freqjax.train_bench import make_freqjax_step, random_batch
+from freqjax.bench.timing import time_call
+from freqjax.bench.train_step import make_freqjax_step, random_batch
 name, impl, steps = sys.argv[1], (None if sys.argv[2] == "default" else sys.argv[2]), int(sys.argv[3])
 step = make_freqjax_step(name, *random_batch(name), impl=impl)
 time_call(step, 1, warmup=7)  # 8 warm-up steps, outside the fault count

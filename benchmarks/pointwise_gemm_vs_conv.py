@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from freqjax.latency import _random_variables
+from freqjax.bench.latency import _random_variables
 from freqjax.models import create_model, layers, model_info
 
 

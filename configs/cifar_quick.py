@@ -13,7 +13,7 @@ of minutes.
 
 import ml_collections
 
-from freqjax.config import model_options, train_defaults
+from freqjax.train.config import model_options, train_defaults
 
 VARIANTS = ("cifar10", "synthetic")
 

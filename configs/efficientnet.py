@@ -11,7 +11,7 @@ jitter 0.4. (timm's published B0 adds RandAugment and random erasing, which freq
 
 import ml_collections
 
-from freqjax.config import train_defaults
+from freqjax.train.config import train_defaults
 
 VARIANTS = ("efficientnet_b0", "efficientnet_b1")
 

@@ -26,7 +26,7 @@ keep updating in training mode.
 
 import ml_collections
 
-from freqjax.config import train_defaults
+from freqjax.train.config import train_defaults
 
 VARIANTS = ("efun", "efun_s", "efun_s_plus", "efun_l", "efun_variant_a", "efun_variant_b", "lefun", "lefun_e2e")
 

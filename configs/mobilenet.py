@@ -11,7 +11,7 @@ but their published numbers come from longer RMSProp recipes (use configs/effici
 
 import ml_collections
 
-from freqjax.config import imagenet_sgd_step_recipe
+from freqjax.train.config import imagenet_sgd_step_recipe
 
 VARIANTS = ("mobilenetv1_100", "mobilenetv1_075", "mobilenetv1_050", "mobilenetv1_025")
 

@@ -16,7 +16,7 @@ model's resolution (256, DenseNet 224), eval resize / crop_pct 0.875.
 
 import ml_collections
 
-from freqjax.config import imagenet_sgd_step_recipe
+from freqjax.train.config import imagenet_sgd_step_recipe
 
 VARIANTS = (
     "msnet_resnet18",

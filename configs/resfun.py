@@ -12,7 +12,7 @@ recipe the baselines were trained with.
 
 import ml_collections
 
-from freqjax.config import imagenet_sgd_step_recipe
+from freqjax.train.config import imagenet_sgd_step_recipe
 
 
 def get_config(arg: str = "resfun") -> ml_collections.ConfigDict:

@@ -9,7 +9,7 @@ Expected top-1 (torchvision weights, the papers' baseline numbers): ResNet-18 69
 
 import ml_collections
 
-from freqjax.config import imagenet_sgd_step_recipe
+from freqjax.train.config import imagenet_sgd_step_recipe
 
 VARIANTS = ("resnet18", "resnet34", "resnet50")
 

@@ -11,7 +11,7 @@ rexnet_100, rexnet_130, rexnet_150, rexnet_200, rexnet_300 and rexnet_lite_100/1
 
 import ml_collections
 
-from freqjax.config import train_defaults
+from freqjax.train.config import train_defaults
 
 VARIANTS = (
     "rexnet_090",

@@ -19,7 +19,7 @@ same experiment (same strides, 5x5 / 3x3 depthwise instead of XSepConv): ``--con
 
 import ml_collections
 
-from freqjax.config import model_options, train_defaults
+from freqjax.train.config import model_options, train_defaults
 
 VARIANTS = ("cifar10", "cifar100", "svhn", "tiny_imagenet")
 

@@ -1,6 +1,6 @@
-"""DCT input transform of the FUN paper (seed 000), in jax.numpy.
+"""DCT input transform of "Rethinking FUN: Frequency-Domain Utilization Networks" (Goldberg et al.), in jax.numpy.
 
-Layout (REFERENCE.md section 1): an RGB image of H x W pixels becomes H/8 x W/8 x 192 channels,
+Layout: an RGB image of H x W pixels becomes H/8 x W/8 x 192 channels,
 ``[Y 0..63, Cb 0..63, Cr 0..63]``; inside each plane channel ``8 * v + u`` holds the orthonormal
 DCT-II coefficient of vertical frequency ``v`` and horizontal frequency ``u`` (libjpeg's natural
 raster order, not zigzag). Values are raw coefficients of the level-shifted planes (pixel - 128),
@@ -11,12 +11,12 @@ float32 unless ``dtype`` asks for another float type (bfloat16 for mixed-precisi
 arithmetic always runs in float32: coefficients reach +-1024 and bfloat16 would round the DC to
 steps of 4 before the result is even stored.
 
-Speed (measured with ``python -m freqjax.profile dct``): on a CPU XLA runs elementwise loops at
+Speed (measured with ``python -m freqjax.bench dct``): on a CPU XLA runs elementwise loops at
 memory speed but vectorises 8-tap sums and small-K matrix products poorly, so ``rgb_to_dct`` is
 shaped as three passes: one loop that reads the uint8 image once and writes colour-converted
 pixels already in 8x8-block order, one 64x64 GEMM per plane for the 2-D DCT (a GEMM beats
 ``jax.scipy.fft.dct`` and separable 8-point products here), and one pad-and-add loop that
-writes the 192-channel result. See ``benchmarks`` in the README for the figures.
+writes the 192-channel result. The figures are in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "dct_to_rgb",
     "keep_lowest",
     "lowest_channels",
+    "reference_dct",
     "rgb_to_dct",
     "rgb_to_ycbcr",
     "select_lowest",
@@ -296,7 +297,7 @@ def block_idct(coeffs: jax.typing.ArrayLike, dtype: jnp.dtype = jnp.float32) -> 
 def rgb_to_dct(images: jax.typing.ArrayLike, chroma: Chroma = "420", dtype: jnp.dtype = jnp.float32) -> jax.Array:
     """RGB images -> the FUN paper's 192-channel DCT input.
 
-    The pipeline of REFERENCE.md section 1: JFIF YCbCr, 2x2 box-averaged chroma (``'420'``) or
+    The FUN reference pipeline: JFIF YCbCr, 2x2 box-averaged chroma (``'420'``) or
     full chroma (``'444'``), level shift by 128, orthonormal 8x8 DCT-II per block, chroma
     coefficient maps repeated 2x2 back to the luma grid, planes stacked ``[Y, Cb, Cr]``.
 
@@ -521,3 +522,12 @@ def _check_jpeg_bytes(data: bytes, label: str) -> None:
         raise ValueError(
             f"source {label} is a truncated or incomplete JPEG (no scan, or no end-of-image marker after it)"
         )
+
+
+def reference_dct(image: np.ndarray) -> np.ndarray:
+    """The FUN reference's per-image DCT: quality-100 4:2:0 JPEG via Pillow, coefficients via libjpeg."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=100, subsampling=2)
+    return dct_from_jpeg(buf.getvalue())

@@ -8,11 +8,11 @@ errors with a close match). ``config.mode`` (or ``--mode``) picks the job:
     eval       evaluate the newest checkpoint in WORKDIR (:func:`freqjax.train.evaluate_checkpoint`)
     input_bench  images/s of the input pipeline alone (:func:`freqjax.train.benchmark_input`)
     dct_demo   DCT input transform on real or synthetic images: libjpeg agreement, input
-               compression (paper Table 7), throughput; see :mod:`freqjax.demo`.
+               compression (paper Table 7), throughput; see :mod:`freqjax.studies.dct_demo`.
 
 Several hosts: start one process per host with ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
 and ``JAX_PROCESS_ID`` set (or ``FREQJAX_DISTRIBUTED=1`` under Slurm / TPU pods); see
-:func:`freqjax.parallel.initialize_distributed`.
+:func:`freqjax.train.parallel.initialize_distributed`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ MODES = ("train", "eval", "input_bench", "dct_demo")
 def _train_or_eval(config, workdir: str, mode: str) -> None:
     from absl import logging
 
-    from freqjax import parallel
+    from freqjax.train import parallel
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
@@ -41,7 +41,7 @@ def _train_or_eval(config, workdir: str, mode: str) -> None:
     parallel.initialize_distributed()
     import jax
 
-    from freqjax.train import NonFiniteError, benchmark_input, evaluate_checkpoint, train_and_evaluate
+    from freqjax.train.loop import NonFiniteError, benchmark_input, evaluate_checkpoint, train_and_evaluate
 
     run = {"train": train_and_evaluate, "eval": evaluate_checkpoint, "input_bench": benchmark_input}[mode]
     try:
@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
     with config.unlocked():
         config.mode = mode
     if mode == "dct_demo":
-        from freqjax.demo import run_dct_demo
+        from freqjax.studies.dct_demo import run_dct_demo
 
         run_dct_demo(config, _WORKDIR.value)
     else:

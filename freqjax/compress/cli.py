@@ -1,8 +1,8 @@
-"""``python -m freqjax.profile compress``: compress a whole network, time it, report it.
+"""``python -m freqjax.compress``: compress a whole network, time it, report it.
 
 Example::
 
-    python -m freqjax.profile compress --model resnet50 --g 4 --strategy progressive_r --r-prime 1 \\
+    python -m freqjax.compress --model resnet50 --g 4 --strategy progressive_r --r-prime 1 \\
         --weights resnet50.pth --out r50_g4_rp1.npz --report runs/compress_r50
 
 Weights come from a PyTorch state_dict (``--weights *.pth``, converted strictly), a freqjax
@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import threading
 import time
 
+from freqjax.compress.ordering import DISTANCES, STARTS
+from freqjax.compress.plan import STRATEGIES
 from freqjax.runtime import atomic_path
 
-__all__ = ["add_parser", "nsse_curves", "run"]
+__all__ = ["add_arguments", "main", "nsse_curves", "run"]
 
 _FRACTIONS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 3 / 16, 1 / 4, 3 / 8, 1 / 2, 3 / 4, 1.0)
 _CURVE_GROUPS = (64, 16, 4)
@@ -40,9 +41,8 @@ def _positive_int(v: str) -> int:
     return i
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``compress`` subcommand on a subparsers object."""
-    c = sub.add_parser("compress", help="DCT weight compression by tensor reordering of a whole network")
+def add_arguments(c: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the compress command's arguments to ``c`` (its own parser, or ``python -m freqjax.bench compress``'s)."""
     c.add_argument("--model", required=True, help="registered model name, e.g. resnet50, mobilenetv2_100")
     c.add_argument(
         "--weights",
@@ -51,12 +51,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "default: random init",
     )
     c.add_argument("--rule", default=None, help="preset or comma-separated glob patterns (default: the model's preset)")
-    c.add_argument("--strategy", choices=["uniform", "progressive_r", "progressive_g"], default="uniform")
+    c.add_argument("--strategy", choices=list(STRATEGIES), default="uniform")
     c.add_argument("--g", type=_positive_int, default=None, help="rows of the (g, N/g) view (default 4)")
     c.add_argument("--r", type=float, default=None, help="compression rate >= 1 (uniform, progressive_g)")
     c.add_argument("--r-prime", type=float, default=None, help="the paper's r' > 0 (progressive_r)")
-    c.add_argument("--distance", choices=["euclidean", "manhattan", "cosine"], default="euclidean")
-    c.add_argument("--start", choices=["l2", "l1"], default="l2")
+    c.add_argument("--distance", choices=list(DISTANCES), default="euclidean")
+    c.add_argument("--start", choices=list(STARTS), default="l2")
     c.add_argument("--workers", type=_positive_int, default=None, help="threads (default: all CPUs)")
     c.add_argument("--out", default=None, help="write the compressed checkpoint here (.npz)")
     c.add_argument("--report", default=None, help="write report.json and the nSSE curves into this folder")
@@ -88,9 +88,8 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 def _variables(args: argparse.Namespace) -> dict:
     import jax
-    import jax.numpy as jnp
 
-    from freqjax.models import create_model, model_info
+    from freqjax.models import abstract_variables, create_model, model_info, random_variables
 
     info = model_info(args.model)
     if args.weights is not None and args.weights.endswith(".npz"):
@@ -105,34 +104,13 @@ def _variables(args: argparse.Namespace) -> dict:
             raise ValueError(f"--weights {args.weights!r} is already compressed")
         return variables
     if args.weights is not None:
-        from freqjax.convert import load_torch_checkpoint
+        from freqjax.interop.torch_weights import load_torch_checkpoint
 
         return load_torch_checkpoint(args.weights, args.model)
-    model = create_model(args.model, depthwise_impl="lax")
-    x = jax.ShapeDtypeStruct((1, 32, 32, info.input_shape[-1]), jnp.float32)
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-    return _random_weights(shapes, args.seed)
-
-
-def _random_weights(shapes: dict, seed: int) -> dict:
-    """He-normal (fan-out) kernels, zero biases, unit BN: torchvision's ResNet init, in numpy.
-
-    Much faster than compiling ``model.init`` for a large network; the ordering time is the same.
-    """
-    import jax
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-
-    def init(kp, leaf):
-        name = kp[-1].key
-        if name == "kernel":
-            fan_out = leaf.shape[-1] * int(np.prod(leaf.shape[:-2]))
-            return (rng.standard_normal(leaf.shape, np.float32) * np.sqrt(2.0 / fan_out)).astype(leaf.dtype)
-        fill = 1.0 if name in ("scale", "var") else 0.0
-        return np.full(leaf.shape, fill, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(init, shapes)
+    # random He-normal weights (torchvision's ResNet init) in numpy: much faster than compiling
+    # model.init for a large network, and the ordering takes the same time
+    shapes = abstract_variables(create_model(args.model), (32, 32, info.input_shape[-1]))
+    return random_variables(shapes, args.seed)
 
 
 def nsse_curves(w_ref, fractions=_FRACTIONS, groups=_CURVE_GROUPS, distance: str = "euclidean") -> dict:
@@ -217,7 +195,7 @@ def run(args: argparse.Namespace) -> dict:  # noqa: PLR0915  (one linear script)
     from freqjax.compress.ordering import greedy_order
     from freqjax.compress.plan import PRESETS
     from freqjax.compress.storage import save
-    from freqjax.compress.tree import _to_reference, compress
+    from freqjax.compress.tree import compress, to_reference
     from freqjax.models import model_info
 
     _check_paths(args)
@@ -239,7 +217,7 @@ def run(args: argparse.Namespace) -> dict:  # noqa: PLR0915  (one linear script)
 
     def on_layer(layer, node, seconds):
         coded = codec.CodedTensor(np.asarray(node.coef), np.asarray(node.index), layer.ref_shape)
-        w = _to_reference(np.asarray(_get_leaf(variables["params"], layer.path), np.float32))
+        w = to_reference(np.asarray(_get_leaf(variables["params"], layer.path), np.float32))
         err = codec.nsse(w, codec.decode_numpy(coded))
         with lock:
             rows[layer.name] = {"g": layer.g, "r": round(layer.r, 4), "t": layer.t, "nsse": err, "seconds": seconds}
@@ -273,7 +251,7 @@ def run(args: argparse.Namespace) -> dict:  # noqa: PLR0915  (one linear script)
         checked = []
         for layer in plan.layers:
             if layer.size // layer.g <= args.verify_columns:
-                w = _to_reference(np.asarray(_get_leaf(variables["params"], layer.path), np.float32))
+                w = to_reference(np.asarray(_get_leaf(variables["params"], layer.path), np.float32))
                 view = w.reshape(layer.g, -1)
                 fast = greedy_order(view, args.distance, args.start)
                 tick = time.perf_counter()
@@ -289,7 +267,7 @@ def run(args: argparse.Namespace) -> dict:  # noqa: PLR0915  (one linear script)
         print(f"  {key:13s} {counts[key]:>12,d}")
     print(f"compressed in {compress_s:.1f} s wall ({report['workers']} threads); weights ready in {load_s:.1f} s")
     if curve_layer is not None:
-        w = _to_reference(np.asarray(_get_leaf(variables["params"], curve_layer.path), np.float32))
+        w = to_reference(np.asarray(_get_leaf(variables["params"], curve_layer.path), np.float32))
         curves = nsse_curves(w, distance=args.distance)
         report["curves"] = {"layer": curve_layer.name, "fractions": list(_FRACTIONS), "nsse": curves}
     if args.out is not None:
@@ -317,16 +295,11 @@ def _get_leaf(params, path):
     return params
 
 
-def main(argv=None) -> None:
-    """Stand-alone entry (``python -m freqjax.compress.cli``); the usual one is ``freqjax.profile``."""
-    p = argparse.ArgumentParser(prog="python -m freqjax.compress.cli")
-    add_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["compress", *(argv if argv is not None else sys.argv[1:])])
+def main(argv: list[str] | None = None) -> None:
+    """``python -m freqjax.compress [arguments]``: bad arguments are one usage line, nothing written."""
+    p = add_arguments(argparse.ArgumentParser(prog="python -m freqjax.compress", description=__doc__.split("\n")[0]))
+    args = p.parse_args(argv)
     try:
         args.func(args)
-    except ValueError as e:
+    except ValueError as e:  # bad settings for this model: a usage error, nothing was written
         p.error(str(e))
-
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,7 @@
 
 A plan is computed from shapes only (arrays or ``jax.ShapeDtypeStruct``), so it costs nothing
 and :func:`freqjax.compress.tree.count` can report a whole model's budget without compressing.
-Leaves are named by their PyTorch keys (``freqjax.convert.torch_key``: ``layer1.0.conv1.weight``)
+Leaves are named by their PyTorch keys (:func:`freqjax.models.naming.torch_key`: ``layer1.0.conv1.weight``)
 so rules and reports read like the reference code.
 """
 
@@ -19,7 +19,7 @@ import jax
 
 from freqjax.compress.codec import check_group, keep_count
 from freqjax.compress.ordering import DISTANCES, STARTS
-from freqjax.convert import torch_key
+from freqjax.models.naming import torch_key
 
 __all__ = ["PRESETS", "STRATEGIES", "LayerPlan", "Plan", "leaf_table", "make_plan", "reference_shape"]
 

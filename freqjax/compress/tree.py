@@ -22,10 +22,14 @@ import numpy as np
 from freqjax.compress.codec import decode, encode
 from freqjax.compress.plan import LayerPlan, Plan, leaf_table
 
-__all__ = ["CompressedTensor", "compress", "count", "decompress", "finetune_apply", "merge", "split"]
+__all__ = ["CompressedTensor", "compress", "count", "decompress", "finetune_apply", "merge", "split", "to_reference"]
 
 
-def _to_reference(w: np.ndarray) -> np.ndarray:
+def to_reference(w: np.ndarray) -> np.ndarray:
+    """A Flax kernel in the PyTorch layout the codec works in.
+
+    (kh, kw, in, out) -> (out, in, kh, kw); (in, out) -> (out, in).
+    """
     return w.transpose(3, 2, 0, 1) if w.ndim == 4 else w.T
 
 
@@ -105,7 +109,7 @@ def _encode_layer(layer: LayerPlan, leaf: Any, plan: Plan, method: str) -> tuple
         index = jax.ShapeDtypeStruct((layer.size // layer.g,), jnp.int32)
         return CompressedTensor(coef, index, layer.ref_shape, layer.shape, layer.r), 0.0
     coded = encode(
-        _to_reference(np.asarray(leaf, np.float32)),
+        to_reference(np.asarray(leaf, np.float32)),
         layer.g,
         layer.r,
         distance=plan.distance,

@@ -5,7 +5,7 @@ epoch from ``seed``, so the order depends only on (seed, epoch), and the iterato
 ``get_state()`` / ``set_state()`` (saved with each checkpoint) resume it mid-epoch exactly.
 Each process reads only its ``global_batch / process_count`` slice of every global batch
 (:class:`GlobalBatchSampler`), so a run's batches do not depend on the number of processes;
-:func:`freqjax.parallel.global_batch` joins the slices into one sharded array.
+:func:`freqjax.train.parallel.global_batch` joins the slices into one sharded array.
 """
 
 from __future__ import annotations

@@ -1,14 +1,33 @@
-"""Model zoo: ``create_model(name, **kw)``, ``list_models()``, ``model_info(name)``.
+"""Model zoo: ``create_model(name, **kw)``, ``list_models()``, ``model_info(name)``, counts.
 
-Every inverted-residual network (EfficientNet, eFUN, LeFUN, MobileNetV2/V3) is a stage table fed
-to one builder (:mod:`freqjax.models.builder`). Models take NHWC input and are called as
-``model.init(rng, x, train=False)`` / ``model.apply(variables, x, train=..., rngs=...)``.
-Convolutions default to formulations tuned for XLA's CPU backend when running there;
-``with conv_impl('xla'):`` traces XLA's own instead (:mod:`freqjax.models.cpu_conv`).
+Every inverted-residual network (EfficientNet, eFUN, LeFUN, MobileNetV2/V3, ReXNet, XSepConv
+variants) is a stage table fed to one builder (:mod:`freqjax.models.builder`). Models take NHWC
+input and are called as ``model.init(rng, x, train=False)`` / ``model.apply(variables, x,
+train=...)``. Which convolution implementation they trace to is :mod:`freqjax.ops.backend`'s one
+switch (``with freqjax.ops.conv_impl('xla'): ...``).
+
+A family module registers its models where they are defined (:func:`registry.register`); this
+package imports every one of its modules, so a new family needs no list updated anywhere.
 """
 
-from freqjax.models import cifar, densenet, efficientnet, mobilenet, mobilenetv1, msnet, resnet, rexnet  # noqa: F401  (registers the models)
-from freqjax.models.cpu_conv import CONV_IMPLS, conv_impl
-from freqjax.models.registry import INPUT_KINDS, ModelInfo, create_model, list_models, model_info
+import importlib as _importlib
+import pkgutil as _pkgutil
 
-__all__ = ["CONV_IMPLS", "INPUT_KINDS", "ModelInfo", "conv_impl", "create_model", "list_models", "model_info"]
+from freqjax.models.counting import count_macs, count_params
+from freqjax.models.registry import INPUT_KINDS, ModelInfo, create_model, list_models, model_info
+from freqjax.models.variables import abstract_variables, random_variables
+
+for _module in _pkgutil.iter_modules(__path__):
+    _importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = [
+    "INPUT_KINDS",
+    "ModelInfo",
+    "abstract_variables",
+    "count_macs",
+    "count_params",
+    "create_model",
+    "list_models",
+    "model_info",
+    "random_variables",
+]

@@ -187,7 +187,6 @@ class _Block(nn.Module):
     act: str = "silu"
     se_config: SEConfig = SEConfig()
     drop_path: float = 0.0
-    depthwise_impl: str = "lax"
     dtype: Dtype = jnp.float32
     xsep_form: str = "standard"
     xsep_padding: str | None = None  # this block's 2x2 padding mode; the builder numbers the layers
@@ -200,7 +199,7 @@ class _Block(nn.Module):
 
     def _dw(self, name: str) -> DepthwiseConv:
         a = self.args
-        return DepthwiseConv(a.kernel, a.stride, impl=self.depthwise_impl, dtype=self.dtype, name=name)
+        return DepthwiseConv(a.kernel, a.stride, dtype=self.dtype, name=name)
 
     def _dw_bn_act(self, y: jax.Array, train: bool, bn_name: str) -> jax.Array:
         """The k x k depthwise conv -> BN -> act, or the XSepConv that replaces it (``xs`` blocks)."""
@@ -215,7 +214,6 @@ class _Block(nn.Module):
             self.xsep_form,
             self.xsep_padding or "right_bottom",
             a.act or self.act,
-            self.depthwise_impl,
             self.dtype,
             name="conv_dw",  # in place of the depthwise conv (its BN and act are inside)
         )(y, train)
@@ -282,13 +280,12 @@ class ConvNorm(nn.Module):
     stride: int = 1
     depthwise: bool = False
     act: str | None = None
-    impl: str = "lax"
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.depthwise:
-            y = DepthwiseConv(self.kernel, self.stride, impl=self.impl, dtype=self.dtype, name="conv")(x)
+            y = DepthwiseConv(self.kernel, self.stride, dtype=self.dtype, name="conv")(x)
         else:
             y = conv2d(self.features, self.kernel, self.stride, name="conv", dtype=self.dtype)(x)
         y = batch_norm(train, name="bn", dtype=self.dtype)(y)
@@ -321,7 +318,7 @@ class ReXNetBottleneck(_Block):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         a, c_in = self.args, x.shape[-1]
-        kw = {"impl": self.depthwise_impl, "dtype": self.dtype}
+        kw = {"dtype": self.dtype}
         y, mid = x, c_in
         if a.exp != 1:
             mid = round(c_in * a.exp)

@@ -25,7 +25,7 @@ import numpy as np
 
 from freqjax.dct import dct_matrix
 from freqjax.models.blocks import BlockArgs, SEConfig, make_block
-from freqjax.models.layers import batch_norm, check_depthwise_impl, conv2d, dense_init, get_activation
+from freqjax.models.layers import batch_norm, conv2d, dense_init, get_activation
 from freqjax.models.xsepconv import PADDING_STRATEGIES, XSEP_FORMS, two_by_two_padding
 
 __all__ = ["FRONTS", "MBNet", "NetSpec", "dct_front_init"]
@@ -131,7 +131,6 @@ class MBNet(nn.Module):
     drop_rate: float = 0.2
     drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
-    depthwise_impl: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -141,7 +140,6 @@ class MBNet(nn.Module):
                 f"x must be NHWC with {spec.in_channels} channels, got shape {getattr(x, 'shape', type(x))}"
             )
         act = get_activation(spec.act)
-        impl = check_depthwise_impl(self.depthwise_impl)
         x = x.astype(self.dtype)
         if spec.front is not None:
             x = self._front(x)
@@ -157,7 +155,6 @@ class MBNet(nn.Module):
                     act=spec.act,
                     se_config=spec.se,
                     drop_path=self.drop_path_rate * index / spec.num_blocks,
-                    depthwise_impl=impl,
                     dtype=self.dtype,
                     xsep_form=spec.xsep_form,
                     xsep_padding=paddings[index],

@@ -33,7 +33,6 @@ class CifarResNet(nn.Module):
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
-    depthwise_impl: str | None = None  # no depthwise convs; accepted for the registry's common arguments
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

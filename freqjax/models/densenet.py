@@ -1,7 +1,7 @@
 """DenseNet-121 (Huang et al. 2017; torchvision / timm definition), with torchvision's module names.
 
 ``features/conv0, norm0, denseblock{b}/denselayer{l}/norm1, conv1, norm2, conv2,
-transition{t}/norm, conv, norm5`` and ``classifier``: :mod:`freqjax.convert` maps torchvision and
+transition{t}/norm, conv, norm5`` and ``classifier``: :mod:`freqjax.interop.torch_weights` maps torchvision and
 timm checkpoints (``features.denseblock1.denselayer1.norm1.weight``) by its one rule.
 
 Stages for MSNet: stem = conv0 -> norm0 -> ReLU -> max-pool; stage 0 = denseblock1; stage i > 0 =

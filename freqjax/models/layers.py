@@ -2,7 +2,7 @@
 
 Parameter names and layouts follow Flax (conv kernels (kh, kw, in/groups, out), BatchNorm
 ``scale``/``bias`` with ``mean``/``var`` in ``batch_stats``); module names follow timm so that
-:mod:`freqjax.convert` maps a PyTorch ``state_dict`` by rule rather than by table.
+:mod:`freqjax.interop.torch_weights` maps a PyTorch ``state_dict`` by rule rather than by table.
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from freqjax.models import cpu_conv, native_bn
+from freqjax.ops import batchnorm as native_bn
+from freqjax.ops import conv as ops_conv
+from freqjax.ops.backend import resolve_conv_impl
 
 __all__ = [
     "ACTIVATIONS",
-    "DEPTHWISE_IMPLS",
     "Conv",
     "DepthwiseConv",
     "DropPath",
     "SqueezeExcite",
     "batch_norm",
     "conv2d",
-    "default_depthwise_impl",
     "depthwise_conv",
     "get_activation",
     "make_divisible",
@@ -57,8 +57,6 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": jax.nn.gelu,
     "identity": lambda x: x,
 }
-
-DEPTHWISE_IMPLS = ("lax", "shift")
 
 # Initialisers of timm's EfficientNet/MobileNet family (``_init_weight_goog``): conv weights
 # normal with std sqrt(2 / fan_out), fan_out = k*k*out/groups; dense uniform +-1/sqrt(out).
@@ -92,24 +90,6 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, rou
     return new_v
 
 
-def default_depthwise_impl() -> str:
-    """'shift' unless the conv implementation is 'xla' (XLA's grouped conv is ~10x slower on CPU), else 'lax'.
-
-    The conv implementation is :func:`freqjax.models.cpu_conv.resolve_conv_impl`: 'native' on
-    the CPU backend unless a ``conv_impl(...)`` context says otherwise, 'xla' on GPU/TPU.
-    """
-    return "lax" if cpu_conv.resolve_conv_impl() == "xla" else "shift"
-
-
-def check_depthwise_impl(impl: str | None) -> str:
-    """Resolve ``None`` to :func:`default_depthwise_impl`; reject anything but 'lax' / 'shift'."""
-    if impl is None:
-        return default_depthwise_impl()
-    if impl not in DEPTHWISE_IMPLS:
-        raise ValueError(f"depthwise_impl must be one of {DEPTHWISE_IMPLS} or None (backend default), got {impl!r}")
-    return impl
-
-
 def symmetric_padding(kernel: int, stride: int = 1, dilation: int = 1) -> tuple[tuple[int, int], tuple[int, int]]:
     """PyTorch-style static padding of timm's non-``tf_`` models: ((s-1) + d(k-1)) // 2 each side."""
     p = ((stride - 1) + dilation * (kernel - 1)) // 2
@@ -121,24 +101,21 @@ def depthwise_conv(
     kernel: jax.Array,
     stride: int | tuple[int, int] = 1,
     padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0)),
-    impl: str = "lax",
+    impl: str | None = None,
 ) -> jax.Array:
     """Depthwise 2-D convolution of NHWC ``x`` with ``kernel`` of shape (kh, kw, 1, C).
 
-    ``impl='lax'`` is XLA's grouped convolution; ``impl='shift'`` is the CPU path
-    (:func:`freqjax.models.cpu_conv.depthwise`): under the 'native' conv implementation the native
-    depthwise kernels where they apply, else a sum of kh*kw strided slices of the padded input
-    times a per-channel weight, which XLA fuses into one elementwise loop, with a hand-written
-    backward; both are much faster on CPU. All give the same values and gradients.
+    ``impl`` is the conv implementation (:mod:`freqjax.ops.backend`; None: the active
+    ``conv_impl`` or the backend's default): 'xla' is XLA's grouped convolution; 'cpu' a sum of
+    kh*kw strided slices of the padded input times a per-channel weight, which XLA fuses into one
+    elementwise loop, with a hand-written backward; 'native' the native depthwise kernels where
+    they apply (:func:`freqjax.ops.conv.depthwise`). All give the same values and gradients.
     """
-    impl = check_depthwise_impl(impl)
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
     _, _, one, c = kernel.shape
     if one != 1 or x.shape[-1] != c:
         raise ValueError(f"depthwise kernel must be (kh, kw, 1, {x.shape[-1]}) for that input, got {kernel.shape}")
-    if impl == "lax":
-        return cpu_conv.xla_conv(x, kernel.astype(x.dtype), (sh, sw), padding, groups=c)
-    return cpu_conv.depthwise(x, kernel.astype(x.dtype), (sh, sw), padding)
+    return ops_conv.depthwise(x, kernel.astype(x.dtype), (sh, sw), padding, impl)
 
 
 class DepthwiseConv(nn.Module):
@@ -148,7 +125,6 @@ class DepthwiseConv(nn.Module):
     strides: int | tuple[int, int] = 1
     padding: tuple[tuple[int, int], tuple[int, int]] | None = None  # None: symmetric, timm style
     use_bias: bool = False
-    impl: str = "lax"
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -160,7 +136,7 @@ class DepthwiseConv(nn.Module):
             padding = (symmetric_padding(kh, stride)[0], symmetric_padding(kw, stride)[1])
         c = x.shape[-1]
         kernel = self.param("kernel", depthwise_init, (kh, kw, 1, c), jnp.float32)
-        y = depthwise_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, padding, self.impl)
+        y = depthwise_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, padding)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (c,), jnp.float32).astype(self.dtype)
         return y
@@ -183,10 +159,10 @@ def pointwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Arra
 class Conv(nn.Module):
     """2-D convolution with ``nn.Conv``'s parameters (``kernel`` (kh, kw, in/groups, out), ``bias``).
 
-    Under the 'native' and 'cpu' conv implementations (see :mod:`freqjax.models.cpu_conv`; 'native'
-    is the CPU backend's default) ungrouped unpadded 1x1 convs run as :func:`pointwise_conv` and
-    other ungrouped convs as :func:`freqjax.models.cpu_conv.conv`; grouped convs, and every conv
-    under 'xla' (or ``impl='xla'``), are XLA's own. Parameters are float32; inputs and
+    Under the 'native' and 'cpu' conv implementations (:mod:`freqjax.ops.backend`; 'native' is the
+    CPU backend's default) ungrouped unpadded 1x1 convs run as :func:`pointwise_conv` and other
+    ungrouped convs as :func:`freqjax.ops.conv.conv`; grouped convs, and every conv under 'xla',
+    are XLA's own. Parameters are float32; inputs and
     kernels are cast to ``dtype`` for the computation.
     """
 
@@ -198,7 +174,6 @@ class Conv(nn.Module):
     use_bias: bool = False
     kernel_init: Callable = conv_init
     dtype: Dtype = jnp.float32
-    impl: str | None = None  # 'native', 'cpu', 'xla' or None: cpu_conv.resolve_conv_impl()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -209,13 +184,13 @@ class Conv(nn.Module):
         kernel = self.param("kernel", self.kernel_init, shape, jnp.float32).astype(self.dtype)
         x = x.astype(self.dtype)
         strides = (self.strides, self.strides)
-        impl = cpu_conv.resolve_conv_impl(self.impl)
+        impl = resolve_conv_impl()
         if self.groups > 1 or impl == "xla":
-            y = cpu_conv.xla_conv(x, kernel, strides, self.padding, self.groups)
+            y = ops_conv.xla_conv(x, kernel, strides, self.padding, self.groups)
         elif self.kernel_size == (1, 1) and self.padding == ((0, 0), (0, 0)):
             y = pointwise_conv(x, kernel, self.strides)
         else:
-            y = cpu_conv.conv(x, kernel, strides, self.padding, impl)
+            y = ops_conv.conv(x, kernel, strides, self.padding, impl)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
         return y
@@ -254,9 +229,9 @@ class BatchNorm(nn.BatchNorm):
     layer's input as the only residual, and XLA fuses the multiply-add with the following
     activation. Statistics, running averages and parameters are flax's (``_compute_stats``,
     fast variance by default). Where the native kernels run (float32, channels a multiple of 16,
-    the 'native' conv implementation: :func:`freqjax.models.native_bn.applies`) the per-channel
+    the 'native' conv implementation: :func:`freqjax.ops.batchnorm.applies`) the per-channel
     sums of the statistics and of the backward pass come from one native pass each
-    (:mod:`freqjax.models.native_bn`); the values are the same to float32 rounding.
+    (:mod:`freqjax.ops.batchnorm`); the values are the same to float32 rounding.
     """
 
     @nn.compact

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from freqjax.models.layers import DepthwiseConv, batch_norm, check_depthwise_impl, conv2d, make_divisible
+from freqjax.models.layers import DepthwiseConv, batch_norm, conv2d, make_divisible
 from freqjax.models.registry import ModelInfo, register
 from freqjax.models.staged import StagedNet, setup_bn, setup_conv
 
@@ -37,12 +37,11 @@ class SeparableBlock(nn.Module):
 
     out: int
     stride: int = 1
-    depthwise_impl: str = "lax"
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = DepthwiseConv(3, self.stride, impl=self.depthwise_impl, dtype=self.dtype, name="conv_dw")(x)
+        x = DepthwiseConv(3, self.stride, dtype=self.dtype, name="conv_dw")(x)
         x = jax.nn.relu6(batch_norm(train, name="bn1", dtype=self.dtype)(x))
         x = conv2d(self.out, 1, name="conv_pw", dtype=self.dtype)(x)
         return jax.nn.relu6(batch_norm(train, name="bn2", dtype=self.dtype)(x))
@@ -66,11 +65,10 @@ class MobileNetV1(StagedNet):
             raise ValueError(f"width must be a number > 0, got {self.width!r}")
         if self.drop_path_rate:
             warnings.warn("MobileNetV1 has no residual branches: drop_path_rate has no effect", stacklevel=2)
-        impl = check_depthwise_impl(self.depthwise_impl)
         self.conv_stem = setup_conv(make_divisible(32 * self.width), 3, 2, self.dtype)
         self.bn1 = setup_bn(self.dtype)
         self.blocks = [
-            [SeparableBlock(make_divisible(c * self.width), s if j == 0 else 1, impl, self.dtype) for j in range(n)]
+            [SeparableBlock(make_divisible(c * self.width), s if j == 0 else 1, self.dtype) for j in range(n)]
             for n, s, c in MOBILENETV1
         ]
         self.setup_head("classifier")

@@ -64,7 +64,6 @@ class MSNet(nn.Module):
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
-    depthwise_impl: str | None = None
 
     def setup(self):
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
@@ -74,7 +73,6 @@ class MSNet(nn.Module):
             drop_rate=self.drop_rate,
             drop_path_rate=self.drop_path_rate,
             dtype=self.dtype,
-            depthwise_impl=self.depthwise_impl,
         )
         self.low = create_model(self.base, **kw)
         self.high = create_model(self.base, **kw)

@@ -1,4 +1,4 @@
-"""MSNet inference with classifier calibration (paper section 3.3, Figure 4b) and the threshold sweep.
+"""MSNet inference with classifier calibration (paper section 3.3, Figure 4b).
 
 :func:`calibrated_predict` runs Network-L on the whole batch, keeps its prediction where its
 maximum softmax probability is above the threshold ("larger than", as the paper's text says),
@@ -9,7 +9,7 @@ compute: images that exit at L never enter H.
 
 Threshold 0 sends every image out at L (a maximum probability is at least 1/classes > 0);
 threshold 1 sends every image through H. Costs are MACs per image (conv and dense layers, the
-papers' convention, :func:`freqjax.profile.count_macs`): MACs(L) for an early exit,
+papers' convention, :func:`freqjax.models.counting.count_macs`): MACs(L) for an early exit,
 MACs(L) + MACs(H) otherwise.
 """
 
@@ -25,19 +25,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from freqjax.counting import count_macs
+from freqjax.models.counting import count_macs
 from freqjax.models.msnet import MSNet
 
 __all__ = [
     "EXIT_HIGH",
     "EXIT_LOW",
     "CalibratedOutput",
-    "SweepResult",
     "bucket_sizes",
     "calibrated_predict",
+    "check_images",
+    "check_model",
     "check_threshold",
     "exit_macs",
-    "sweep",
     "two_exit_predictions",
 ]
 
@@ -78,13 +78,13 @@ def check_threshold(threshold: object) -> float:
     return float(threshold)
 
 
-def _check_model(model: object) -> MSNet:
+def check_model(model: object) -> MSNet:
     if not isinstance(model, MSNet):
         raise TypeError(f"model must be an MSNet (create_model('msnet_...')), got {type(model).__name__}")
     return model
 
 
-def _check_images(images: object) -> np.ndarray | jax.Array:
+def check_images(images: object) -> np.ndarray | jax.Array:
     shape = getattr(images, "shape", None)
     if shape is None or len(shape) != 4 or shape[-1] != 3 or shape[0] < 1:
         raise ValueError(f"images must be a non-empty NHWC batch of RGB images (N, H, W, 3), got shape {shape}")
@@ -109,7 +109,7 @@ def bucket_sizes(batch: int) -> tuple[int, ...]:
 @functools.cache
 def exit_macs(model: MSNet, image_shape: tuple[int, int, int]) -> tuple[int, int]:
     """(MACs of Network-L, MACs Network-H adds) per image of ``image_shape`` (H, W, 3)."""
-    model = _check_model(model)
+    model = check_model(model)
     total = count_macs(model, image_shape)
     low = count_macs(model, image_shape, method=MSNet.low_logits)
     return low, total - low
@@ -157,8 +157,8 @@ def calibrated_predict(
     Returns:
         A :class:`CalibratedOutput` with per-image predictions, exits and MACs.
     """
-    model = _check_model(model)
-    images = _check_images(images)
+    model = check_model(model)
+    images = check_images(images)
     threshold = check_threshold(threshold)
     n = images.shape[0]
     sizes = tuple(sorted(bucket_sizes(n) if buckets is None else buckets))
@@ -183,160 +183,9 @@ def calibrated_predict(
 def two_exit_predictions(model: MSNet, variables: Any, images: np.ndarray | jax.Array) -> tuple[np.ndarray, ...]:
     """Both networks on every image: (L's max probability, L's prediction, H's prediction).
 
-    The reference :func:`calibrated_predict` must agree with, and what the sweep selects from.
+    The reference :func:`calibrated_predict` must agree with, and what
+    :func:`freqjax.studies.msnet_sweep.sweep` selects from.
     """
-    model = _check_model(model)
-    images = jnp.asarray(_check_images(images), jnp.float32)
+    model = check_model(model)
+    images = jnp.asarray(check_images(images), jnp.float32)
     return tuple(np.asarray(a) for a in _both_pass(model, variables, images))
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepResult:
-    """What :func:`sweep` measured and wrote.
-
-    Attributes:
-        rows: one dict per point: network, setting, threshold (None for the base network),
-            side, macs (average per image), top1 (fraction), fraction_low (None for the base).
-        table: the rows as a Markdown table.
-        paths: files written ('csv', 'table', 'plot'), empty without ``out_dir``.
-    """
-
-    rows: tuple[dict, ...]
-    table: str
-    paths: dict[str, str]
-
-
-def _batches(images: Any, batch_size: int):
-    """Fixed-size batches (the last padded by repeating its first row) and the real row counts."""
-    n = images.shape[0]
-    for start in range(0, n, batch_size):
-        chunk = np.asarray(images[start : start + batch_size], np.float32)
-        real = chunk.shape[0]
-        if real < batch_size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - real, axis=0)])
-        yield jnp.asarray(chunk), real
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _base_predict(model: Any, variables: Any, images: jax.Array, side: int) -> jax.Array:
-    resized = jax.image.resize(images, (images.shape[0], side, side, images.shape[-1]), "linear")
-    return jnp.argmax(model.apply(variables, resized), axis=-1)
-
-
-def sweep(
-    model: MSNet,
-    variables: Any,
-    images: np.ndarray,
-    labels: np.ndarray,
-    thresholds: Sequence[float],
-    *,
-    base: tuple[Any, Any] | None = None,
-    base_sizes: Sequence[int] = (),
-    batch_size: int = 64,
-    out_dir: str | None = None,
-    name: str = "MSNet",
-) -> SweepResult:
-    """Top-1 against average MACs per image over calibration thresholds (paper Figure 5).
-
-    Both networks run once on every image (:func:`two_exit_predictions`); each threshold then
-    selects per image exactly what :func:`calibrated_predict` computes (tested equal), so the
-    sweep costs one two-network pass however many thresholds it has. With ``base=(model,
-    variables)`` the plain base network is evaluated on the images resized (bilinear) to each of
-    ``base_sizes``, the paper's single-scale points.
-
-    Args:
-        model, variables: the MSNet and its variables.
-        images: (N, H, W, 3) model input, H and W even; labels: (N,) int classes.
-        thresholds: values in [0, 1].
-        base: (plain base network, its variables), e.g. ``create_model('resnet18')``.
-        base_sizes: square sides to evaluate the base network at.
-        batch_size: images per forward pass.
-        out_dir: where to write ``sweep.csv``, ``sweep.md`` and ``sweep.png`` (None: nothing).
-        name: the MSNet's label in the table and plot.
-
-    Returns:
-        A :class:`SweepResult`.
-    """
-    model = _check_model(model)
-    images = _check_images(images)
-    labels = np.asarray(labels)
-    if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be ({images.shape[0]},) ints, got shape {labels.shape}, dtype {labels.dtype}")
-    thresholds = [check_threshold(t) for t in thresholds]
-    if not thresholds:
-        raise ValueError("thresholds must hold at least one value in [0, 1]")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if base_sizes and base is None:
-        raise ValueError(f"base_sizes {tuple(base_sizes)} given without base=(model, variables)")
-
-    parts = [
-        [a[:real] for a in two_exit_predictions(model, variables, chunk)]
-        for chunk, real in _batches(images, batch_size)
-    ]
-    conf, pred_low, pred_high = (np.concatenate(p) for p in zip(*parts, strict=True))
-    side = int(images.shape[1])
-    low, high = exit_macs(model, tuple(int(d) for d in images.shape[1:]))
-    rows = []
-    for t in thresholds:
-        exit_low = conf > t
-        top1 = float(np.mean(np.where(exit_low, pred_low, pred_high) == labels))
-        frac = float(exit_low.mean())
-        rows.append(dict(network=name, setting=f"threshold {t:.2f}", threshold=t, side=side,
-                         macs=low + (1.0 - frac) * high, top1=top1, fraction_low=frac))  # fmt: skip
-    if base is not None:
-        base_model, base_variables = base
-        for s in base_sizes:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-                raise ValueError(f"base_sizes must be positive ints, got {s!r}")
-            preds = np.concatenate(
-                [
-                    np.asarray(_base_predict(base_model, base_variables, c, s))[:r]
-                    for c, r in _batches(images, batch_size)
-                ]
-            )
-            rows.append(dict(network=type(base_model).__name__, setting=f"{s} px", threshold=None, side=s,
-                             macs=float(count_macs(base_model, (s, s, images.shape[-1]))),
-                             top1=float(np.mean(preds == labels)), fraction_low=None))  # fmt: skip
-    table = _markdown(rows)
-    paths = {} if out_dir is None else _write(rows, table, out_dir, name)
-    return SweepResult(tuple(rows), table, paths)
-
-
-def _markdown(rows: list[dict]) -> str:
-    lines = ["| network | setting | MMACs / image | top-1 % | exit at L % |", "|---|---|---|---|---|"]
-    for r in rows:
-        frac = "" if r["fraction_low"] is None else f"{100 * r['fraction_low']:.1f}"
-        lines.append(f"| {r['network']} | {r['setting']} | {r['macs'] / 1e6:.1f} | {100 * r['top1']:.2f} | {frac} |")
-    return "\n".join(lines) + "\n"
-
-
-def _write(rows: list[dict], table: str, out_dir: str, name: str) -> dict[str, str]:
-    import csv
-    import os
-
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend, safe in threads and tests
-
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {k: os.path.join(out_dir, f"sweep.{ext}") for k, ext in (("csv", "csv"), ("table", "md"), ("plot", "png"))}
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(paths["table"], "w") as f:
-        f.write(table)
-    fig = Figure(figsize=(6, 4.5))
-    ax = fig.subplots()
-    ms = sorted((r for r in rows if r["threshold"] is not None), key=lambda r: r["macs"])
-    ax.plot([r["macs"] / 1e6 for r in ms], [100 * r["top1"] for r in ms], "k.-", label=f"{name} (thresholds)")
-    plain = sorted((r for r in rows if r["threshold"] is None), key=lambda r: r["macs"])
-    if plain:
-        ax.plot([r["macs"] / 1e6 for r in plain], [100 * r["top1"] for r in plain], "o--", label=plain[0]["network"])
-        for r in plain:
-            ax.annotate(r["setting"], (r["macs"] / 1e6, 100 * r["top1"]), fontsize=8)
-    ax.set_xlabel("average MMACs per image")
-    ax.set_ylabel("top-1 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.savefig(paths["plot"], dpi=100, bbox_inches="tight")
-    return paths

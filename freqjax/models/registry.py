@@ -1,7 +1,7 @@
 """Model registry: ``create_model(name, ...)``, ``list_models()``, ``model_info(name)``.
 
 Family modules register their models at import with :func:`register`; a model is a factory
-taking the common arguments (num_classes, drop_rate, drop_path_rate, dtype, depthwise_impl) plus
+taking the common arguments (num_classes, drop_rate, drop_path_rate, dtype) plus
 any model-specific keyword arguments it declares.
 """
 
@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 from collections.abc import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
-
-from freqjax.models.layers import check_depthwise_impl
 
 __all__ = ["INPUT_KINDS", "ModelInfo", "create_model", "list_models", "model_info", "register"]
 
@@ -35,6 +34,10 @@ class ModelInfo:
         timm_name: the timm model with the same architecture and parameter names, if any.
         default_drop_rate: dropout before the classifier used when ``drop_rate`` is not given.
         options: model-specific keyword arguments ``create_model`` accepts, with defaults.
+        family: the module that registered it ('resnet', 'efficientnet', ...); set by :func:`register`.
+        variant_of: the registered model this one differs from only in width or depth multipliers
+            (every code path shared), or None. Tests that build every architecture once (the
+            train-mode test) skip variants; a model that leaves it None is always tested.
     """
 
     name: str
@@ -45,6 +48,8 @@ class ModelInfo:
     timm_name: str | None = None
     default_drop_rate: float = 0.2
     options: tuple[tuple[str, object], ...] = ()
+    family: str = ""
+    variant_of: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -58,7 +63,15 @@ _REGISTRY: dict[str, tuple[ModelInfo, Callable[..., nn.Module]]] = {}
 
 
 def register(info: ModelInfo, factory: Callable[..., nn.Module]) -> None:
-    """Add a model. ``factory(num_classes=, drop_rate=, drop_path_rate=, dtype=, depthwise_impl=, **options)``."""
+    """Add a model. ``factory(num_classes=, drop_rate=, drop_path_rate=, dtype=, **options)``.
+
+    Call it in the module that defines the model (as timm's ``@register_model``): the module's name
+    becomes ``info.family`` unless set, and :mod:`freqjax.models` imports every module of the
+    package, so the model is found without a list kept anywhere else.
+    """
+    if not info.family:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        info = dataclasses.replace(info, family=caller.rsplit(".", 1)[-1])
     if info.name in _REGISTRY:
         raise ValueError(f"model {info.name!r} is registered twice")
     if info.input_kind not in INPUT_KINDS:
@@ -99,7 +112,6 @@ def create_model(
     drop_rate: float | None = None,
     drop_path_rate: float = 0.0,
     dtype: jnp.dtype = jnp.float32,
-    depthwise_impl: str | None = None,
     **options,
 ) -> nn.Module:
     """Create a registered model by name (see :func:`list_models`).
@@ -110,7 +122,6 @@ def create_model(
         drop_rate: dropout before the classifier (default: the model's recipe value).
         drop_path_rate: stochastic-depth rate of the last block (linearly scaled from 0).
         dtype: computation dtype (parameters stay float32).
-        depthwise_impl: 'lax', 'shift' or None (backend default: 'shift' on CPU).
         **options: model-specific arguments listed in ``model_info(name).options``.
 
     Returns:
@@ -127,7 +138,6 @@ def create_model(
         raise TypeError(f"dtype must be a floating dtype such as jnp.float32, got {dtype!r}") from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a floating dtype such as jnp.float32 or jnp.bfloat16, got {dtype}")
-    check_depthwise_impl(depthwise_impl)
     known = dict(info.options)
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -138,6 +148,5 @@ def create_model(
         drop_rate=drop_rate,
         drop_path_rate=drop_path_rate,
         dtype=dtype,
-        depthwise_impl=depthwise_impl,
         **{**known, **options},
     )

@@ -1,7 +1,7 @@
 """ResNet-18/34/50 (torchvision / timm definitions, ResNet-50 v1.5) and ResFUN (FUN paper, seed 000).
 
 Module names are torchvision's (``conv1``, ``bn1``, ``layer1_0/conv1``, ``downsample_0/1``,
-``fc``), so :mod:`freqjax.convert` loads torchvision and timm checkpoints by its one rule.
+``fc``), so :mod:`freqjax.interop.torch_weights` loads torchvision and timm checkpoints by its one rule.
 ResNet-50 is v1.5: the stride of a bottleneck sits on its 3x3 conv, not on the first 1x1.
 
 ResFUN (REFERENCE.md section 3) is ResNet-50 without stem, max-pool and conv2_x: the 28x28x192

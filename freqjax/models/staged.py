@@ -51,7 +51,6 @@ class StagedNet(nn.Module):
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
-    depthwise_impl: str | None = None
 
     in_channels: int = 3
 

@@ -98,7 +98,6 @@ class TwoByTwoDepthwise(nn.Module):
     """
 
     padding: str = "right_bottom"
-    impl: str = "lax"
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -109,12 +108,12 @@ class TwoByTwoDepthwise(nn.Module):
         kernel = self.param("kernel", depthwise_init, (2, 2, 1, c), jnp.float32).astype(self.dtype)
         x = x.astype(self.dtype)
         if self.padding != "original":
-            return depthwise_conv(x, kernel, 1, DIRECTIONS[self.padding], self.impl)
+            return depthwise_conv(x, kernel, 1, DIRECTIONS[self.padding])
         outs, start = [], 0
         for size, pad in zip(original_groups(c), ORIGINAL_GROUP_PADDING, strict=True):
             if size:
                 sl = slice(start, start + size)
-                outs.append(depthwise_conv(x[..., sl], kernel[..., sl], 1, pad, self.impl))
+                outs.append(depthwise_conv(x[..., sl], kernel[..., sl], 1, pad))
             start += size
         return jnp.concatenate(outs, axis=-1)
 
@@ -132,7 +131,6 @@ class XSepConv(nn.Module):
         padding: this layer's 2x2 padding mode (from :func:`two_by_two_padding`; the network
             assigns it, users choose only the strategy).
         act: activation after every BN.
-        impl: depthwise implementation, 'lax' or 'shift'.
     """
 
     kernel: int = 5
@@ -140,7 +138,6 @@ class XSepConv(nn.Module):
     form: str = "standard"
     padding: str = "right_bottom"
     act: str = "relu"
-    impl: str = "lax"
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -161,13 +158,13 @@ class XSepConv(nn.Module):
             return act(batch_norm(train, name=f"bn_{name}", dtype=self.dtype)(y))
 
         def two_by_two(y):
-            conv = TwoByTwoDepthwise(self.padding, self.impl, self.dtype, name="conv_2x2")
+            conv = TwoByTwoDepthwise(self.padding, self.dtype, name="conv_2x2")
             return bn_act(conv(y), "2x2")
 
         def separated(y):
-            row = DepthwiseConv((1, k), (1, s), ((0, 0), (p, p)), impl=self.impl, dtype=self.dtype, name="conv_1xk")
+            row = DepthwiseConv((1, k), (1, s), ((0, 0), (p, p)), dtype=self.dtype, name="conv_1xk")
             y = bn_act(row(y), "1xk")
-            col = DepthwiseConv((k, 1), (s, 1), ((p, p), (0, 0)), impl=self.impl, dtype=self.dtype, name="conv_kx1")
+            col = DepthwiseConv((k, 1), (s, 1), ((p, p), (0, 0)), dtype=self.dtype, name="conv_kx1")
             return bn_act(col(y), "kx1")
 
         if self.form == "standard":

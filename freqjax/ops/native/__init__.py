@@ -1,0 +1,44 @@
+"""freqjax's native CPU convolution kernels (C++, called through the XLA FFI), compiled on first use.
+
+- :mod:`freqjax.ops.native.build`: compile ``kernels/*.cc`` for this CPU, cache, register.
+- :mod:`freqjax.ops.native.ffi`: the kernels as JAX functions.
+
+:mod:`freqjax.ops.conv` uses them under the 'native' backend (:mod:`freqjax.ops.backend`) when
+:func:`available` is true and falls back to its XLA formulations otherwise, so nothing breaks on
+a machine without a compiler. ``FREQJAX_NATIVE=0`` turns them off.
+"""
+
+from freqjax.ops.native.build import SOURCE, available, build, register_library
+from freqjax.ops.native.ffi import (
+    LANES,
+    channel_sums,
+    conv_forward,
+    conv_input_grad,
+    conv_weight_grad,
+    depthwise_forward,
+    depthwise_weight_grad,
+    packed,
+    packs,
+    repeat_vector,
+    winograd_forward,
+    winograd_weight_grad,
+)
+
+__all__ = [
+    "LANES",
+    "SOURCE",
+    "available",
+    "build",
+    "channel_sums",
+    "conv_forward",
+    "conv_input_grad",
+    "conv_weight_grad",
+    "depthwise_forward",
+    "depthwise_weight_grad",
+    "packed",
+    "packs",
+    "register_library",
+    "repeat_vector",
+    "winograd_forward",
+    "winograd_weight_grad",
+]

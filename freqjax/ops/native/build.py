@@ -1,0 +1,143 @@
+"""Compile freqjax's native CPU kernels (``kernels/*.cc``) for this machine and register them with the XLA FFI.
+
+The first call to :func:`available` in a process compiles the kernel source with the C++ compiler
+(``$CXX``, else ``c++``) for this machine's CPU (``-march=native``) against jaxlib's FFI headers,
+into a cache directory (``$FREQJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/freqjax``, else
+``~/.cache/freqjax``). The file name hashes the source, compiler, flags, jaxlib version and CPU
+flags, so hosts sharing a home directory never load each other's builds; it is written to a
+temporary name and renamed, so concurrent processes never see a partial file. About 2 s, once.
+
+``FREQJAX_NATIVE=0`` turns the kernels off (:func:`available` is then false and the XLA
+formulations of :mod:`freqjax.ops.conv` run everywhere); a failed build warns once and does the same.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import jax
+
+from freqjax.runtime import atomic_path, cache_dir
+
+__all__ = ["SOURCE", "available", "build", "register_library"]
+
+SOURCE = Path(__file__).parent / "kernels" / "conv_kernels.cc"
+# FFI target name -> exported handler symbol in the shared library.
+_TARGETS = {
+    "freqjax_conv_forward": "FreqjaxConvForward",
+    "freqjax_winograd_forward": "FreqjaxWinogradForward",
+    "freqjax_conv_weight_grad": "FreqjaxConvWeightGrad",
+    "freqjax_conv_input_grad": "FreqjaxConvInputGrad",
+    "freqjax_winograd_weight_grad": "FreqjaxWinogradWeightGrad",
+    "freqjax_channel_sums": "FreqjaxChannelSums",
+    "freqjax_depthwise_forward": "FreqjaxDepthwiseForward",
+    "freqjax_depthwise_weight_grad": "FreqjaxDepthwiseWeightGrad",
+    "freqjax_repeat_vector": "FreqjaxRepeatVector",
+}
+_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
+
+
+def _cpu_signature() -> str:
+    """CPU model and feature flags (the binary is built with -march=native)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+    keep = [ln for ln in lines if ln.split(":")[0].strip() in ("model name", "flags", "Features", "CPU part")]
+    return "\n".join(dict.fromkeys(keep))
+
+
+def _compiler() -> str:
+    cxx = os.environ.get("CXX", "c++")
+    path = shutil.which(cxx)
+    if path is None:
+        raise RuntimeError(f"no C++ compiler: $CXX / 'c++' ({cxx!r}) is not on PATH")
+    return path
+
+
+def _arch_flag(cxx: str) -> list[str]:
+    """-march=native where the compiler takes it (GCC, Clang on x86), else -mcpu=native, else none."""
+    for flag in ("-march=native", "-mcpu=native"):
+        probe = subprocess.run(
+            [cxx, flag, "-x", "c++", "-fsyntax-only", "-"], input="", capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0:
+            return [flag]
+    return []
+
+
+def build(force: bool = False, source: Path = SOURCE) -> Path:
+    """Compile ``source`` (:data:`SOURCE`; another version of it for benchmarks/kernel_ab.py)
+    for this machine (if not cached) and return the shared library's path.
+
+    Raises ``RuntimeError`` with the compiler's message if there is no compiler or the build fails.
+    """
+    cxx = _compiler()
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
+    flags = [*_FLAGS, *_arch_flag(cxx), f"-I{jax.ffi.include_dir()}"]
+    key = hashlib.sha256()
+    jaxlib_version = importlib.metadata.version("jaxlib")
+    for part in (source.read_bytes(), version, " ".join(flags), jaxlib_version, _cpu_signature()):
+        key.update(part.encode() if isinstance(part, str) else part)
+        key.update(b"\0")
+    target = cache_dir() / f"conv_kernels-{key.hexdigest()[:16]}.so"
+    if target.exists() and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target, ".so") as tmp:
+        result = subprocess.run([cxx, *flags, str(source), "-o", tmp], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"building {source.name} failed ({cxx} {' '.join(flags)}):\n{result.stderr[-3000:]}")
+    return target
+
+
+# FFI registration is process-wide and permanent: the library registered first stays in use.
+_registered: dict[str, ctypes.CDLL] = {}
+
+
+def register_library(lib: ctypes.CDLL, prefix: str = "") -> None:
+    """Register every FFI target of the loaded kernel library ``lib`` as ``prefix + target`` and keep
+    ``lib`` loaded (``benchmarks/kernel_ab.py`` registers two builds under two prefixes).
+
+    Raises AttributeError, before registering anything, if ``lib`` lacks one of the handlers.
+    """
+    capsules = {prefix + name: jax.ffi.pycapsule(getattr(lib, symbol)) for name, symbol in _TARGETS.items()}
+    for name, capsule in capsules.items():
+        jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+    _registered[prefix or "lib"] = lib
+
+
+@functools.cache
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get("FREQJAX_NATIVE", "1") == "0":
+        return None
+    if "lib" in _registered:
+        return _registered["lib"]
+    try:
+        lib = ctypes.CDLL(str(build()))
+        register_library(lib)
+    except (RuntimeError, OSError, AttributeError) as err:
+        warnings.warn(
+            f"freqjax native CPU conv kernels unavailable, using XLA formulations instead: {err}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return lib
+
+
+def available() -> bool:
+    """Whether the native kernels are built and registered (builds them on first call; CPU only)."""
+    return sys.platform != "win32" and _load() is not None
+
+

@@ -1,0 +1,158 @@
+"""Pure train and eval steps (jit, shardings and donation are applied by the caller, :mod:`freqjax.train`).
+
+The input transform runs here, on the device, chosen by ``model_info(name).input_kind``:
+'dct' -> :func:`freqjax.dct.rgb_to_dct` (+ optional zigzag keep), 'rgb' -> ImageNet mean/std
+normalisation, 'ycbcr' -> JFIF YCbCr - 128 (LeFUN). Batches arrive as uint8 images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from freqjax import dct
+from freqjax.train.optim import cross_entropy, ema_update
+
+__all__ = ["TrainState", "eval_step", "init_state", "to_model_input", "train_step"]
+
+_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a resumed run needs besides the data iterator (whose state orbax saves beside it).
+
+    The dropout/drop-path key of step ``s`` is ``fold_in(PRNGKey(seed), s)``, so ``step`` is the
+    whole RNG state. ``ema_params``/``ema_batch_stats`` are empty dicts when EMA is off.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    ema_params: Any
+    ema_batch_stats: Any
+
+
+def to_model_input(images: jax.Array, input_kind: str, dtype=jnp.float32, dct_keep=(64, 64, 64)) -> jax.Array:
+    """uint8 NHWC RGB -> what the model takes (see the module docstring)."""
+    if input_kind == "dct":
+        x = dct.rgb_to_dct(images, dtype=jnp.float32)
+        if tuple(dct_keep) != (64, 64, 64):
+            x = dct.keep_lowest(x, *dct_keep)
+        return x.astype(dtype)
+    if input_kind == "rgb":
+        return ((images.astype(jnp.float32) - _MEAN) / _STD).astype(dtype)
+    if input_kind == "ycbcr":
+        return (dct.rgb_to_ycbcr(images) - 128.0).astype(dtype)
+    raise ValueError(f"input_kind must be 'dct', 'rgb' or 'ycbcr', got {input_kind!r}")
+
+
+def init_state(
+    model: nn.Module, tx: optax.GradientTransformation, sample: jax.Array, seed: int, ema: bool
+) -> TrainState:
+    """Initialise parameters (from ``seed``), optimiser state and EMA copies for model input ``sample``."""
+    variables = model.init({"params": jax.random.PRNGKey(seed)}, sample, train=False)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=tx.init(params),
+        ema_params=jax.tree_util.tree_map(jnp.copy, params) if ema else {},
+        ema_batch_stats=jax.tree_util.tree_map(jnp.copy, batch_stats) if ema else {},
+    )
+
+
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    input_kind: str,
+    seed: int,
+    label_smoothing: float = 0.0,
+    ema_decay: float = 0.0,
+    dtype=jnp.float32,
+    dct_keep=(64, 64, 64),
+    inject_nan_at_step: int = -1,
+) -> tuple[TrainState, dict]:
+    """One optimiser step on a global batch ``{'image': uint8, 'label': int32, 'skipped': int32}``.
+
+    Returns the new state and scalar metrics: loss, accuracy, learning_rate, grad_norm, skipped
+    (corrupt records replaced in this batch).
+    """
+    x = to_model_input(batch["image"], input_kind, dtype, dct_keep)
+    labels = batch["label"]
+    rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
+
+    def loss_fn(params):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": rng},
+        )
+        # multi-exit models (MSNet: low- and high-resolution classifiers) train on the sum of their losses
+        outputs = logits if isinstance(logits, tuple | list) else (logits,)
+        loss = sum(cross_entropy(out, labels, label_smoothing).mean() for out in outputs)
+        return loss, (outputs[-1], updates.get("batch_stats", {}))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if inject_nan_at_step >= 0:  # fault-test hook (config.inject_nan_at_step)
+        loss = jnp.where(state.step + 1 == inject_nan_at_step, jnp.nan, loss)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    if ema_decay > 0:
+        new = new.replace(
+            ema_params=ema_update(state.ema_params, params, ema_decay),
+            ema_batch_stats=ema_update(state.ema_batch_stats, batch_stats, ema_decay),
+        )
+    metrics = {
+        "loss": loss,
+        "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+        "learning_rate": schedule(state.step),
+        "grad_norm": optax.tree.norm(grads),
+        "skipped": jnp.sum(batch["skipped"]),
+    }
+    return new, metrics
+
+
+def eval_step(
+    params, batch_stats, batch: dict, *, model: nn.Module, input_kind: str, dtype=jnp.float32, dct_keep=(64, 64, 64)
+) -> dict:
+    """Masked sums over a batch with ``mask``: loss, top-1 and top-5 correct, and the example count.
+
+    For multi-exit models (a tuple of logits, e.g. MSNet's low/high networks) the metrics are the
+    last exit's, plus ``top1_exit{i}`` for the earlier ones.
+    """
+    x = to_model_input(batch["image"], input_kind, dtype, dct_keep)
+    outputs = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+    outputs = outputs if isinstance(outputs, tuple | list) else (outputs,)
+    labels, mask = batch["label"], batch["mask"]
+    sums = _eval_sums(outputs[-1].astype(jnp.float32), labels, mask)
+    for i, out in enumerate(outputs[:-1]):  # earlier exits of multi-exit models: top-1 only
+        sums[f"top1_exit{i}"] = _eval_sums(out.astype(jnp.float32), labels, mask)["top1"]
+    return sums
+
+
+def _eval_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dict:
+    k = min(5, logits.shape[-1])
+    topk = jax.lax.top_k(logits, k)[1]
+    return {
+        "loss": jnp.sum(cross_entropy(logits, labels) * mask),
+        "top1": jnp.sum((topk[:, 0] == labels) * mask),
+        "top5": jnp.sum(jnp.any(topk == labels[:, None], axis=-1) * mask),
+        "count": jnp.sum(mask),
+    }
