@@ -1,4 +1,6 @@
-"""eFUN family on ImageNet (FUN paper, seed 000, section 4; REFERENCE.md section 2).
+"""eFUN family on ImageNet ("Rethinking FUN: Frequency-Domain Utilization Networks", section 4).
+
+Architectures and sizes: docs/reference.md section 2.
 
     python -m freqjax.main --config configs/efun.py --workdir runs/efun                  # eFUN
     python -m freqjax.main --config configs/efun.py:efun_s_plus --workdir runs/efun_s_plus

@@ -1,4 +1,4 @@
-"""MobileNetV1 baselines on ImageNet with MSNet's recipe (MSNet paper, seed 001, Table 2).
+"""MobileNetV1 baselines on ImageNet with MSNet's recipe (MSNet paper, Table 2).
 
     python -m freqjax.main --config configs/mobilenet.py:mobilenetv1_100 --workdir runs/mbv1
 

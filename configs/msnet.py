@@ -1,4 +1,6 @@
-"""MSNet on ImageNet: two copies of a base network, low resolution + high-frequency residual (seed 001).
+"""MSNet on ImageNet: two copies of a base network, low resolution + high-frequency residual.
+
+From "High Frequency Residual Learning for Multi-Scale Image Classification" (Cheng et al.).
 
     python -m freqjax.main --config configs/msnet.py:msnet_resnet18 --workdir runs/msnet_resnet18
     python -m freqjax.main --config configs/msnet.py:msnet_resnet18 --workdir runs/msnet_resnet18 --mode eval

@@ -1,4 +1,4 @@
-"""ResFUN on ImageNet (FUN paper, seed 000, section 4.1 and Table 1; REFERENCE.md section 3).
+"""ResFUN on ImageNet ("Rethinking FUN", section 4.1 and Table 1; docs/reference.md section 3).
 
     python -m freqjax.main --config configs/resfun.py --workdir runs/resfun
 

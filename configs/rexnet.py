@@ -1,4 +1,6 @@
-"""ReXNet on ImageNet (ReXNet paper, seed 004; clovaai/rexnet recipe; REFERENCE.md section 8).
+"""ReXNet on ImageNet with the clovaai/rexnet recipe (docs/reference.md section 8).
+
+From "Rethinking Channel Dimensions for Efficient Model Design" (Han et al.).
 
     python -m freqjax.main --config configs/rexnet.py:rexnet_100 --workdir runs/rexnet_100
 

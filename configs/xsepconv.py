@@ -1,4 +1,6 @@
-"""MobileNetV3-Small-XSep on CIFAR-10/100, SVHN and Tiny-ImageNet (XSepConv paper, seed 003, section 4).
+"""MobileNetV3-Small-XSep on CIFAR-10/100, SVHN and Tiny-ImageNet (XSepConv paper, section 4).
+
+From "XSepConv: Extremely Separated Convolution".
 
     python -m freqjax.main --config configs/xsepconv.py:cifar10 --workdir runs/xsep_cifar10
     python -m freqjax.main --config configs/xsepconv.py:tiny_imagenet \\

@@ -20,7 +20,7 @@ RNG = np.random.default_rng(0)
 
 
 def ref_rgb_to_dct(img: np.ndarray, chroma: str) -> np.ndarray:
-    """Float64 block-by-block reference of REFERENCE.md section 1 (scipy.fft.dctn per block)."""
+    """Float64 block-by-block reference of docs/reference.md section 1 (scipy.fft.dctn per block)."""
     x = img.astype(np.float64)
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
     y = 0.299 * r + 0.587 * g + 0.114 * b

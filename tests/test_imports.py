@@ -54,33 +54,42 @@ def import_graph(root: Path, package: str) -> tuple[dict[str, set[str]], list[tu
     from an imported module) is reported as private.
     """
     modules = module_names(root, package)
-    graph: dict[str, set[str]] = {name: set() for name in modules}
+    graph: dict[str, set[str]] = {}
     private: list[tuple[str, str, str]] = []
     for name, path in modules.items():
-        aliases: dict[str, str] = {}  # local name -> imported module of the package
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.name.split(".")[0] == package:
-                        graph[name].add(alias.name)
-                        if alias.asname:
-                            aliases[alias.asname] = alias.name
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == package:
-                for alias in node.names:
-                    target = f"{node.module}.{alias.name}"
-                    if target in modules:
-                        graph[name].add(target)
-                        aliases[alias.asname or alias.name] = target
-                    else:
-                        graph[name].add(node.module)
-                        if _is_private(alias.name) and node.module != name:
-                            private.append((name, node.module, alias.name))
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
-                target = aliases[node.value.id]
-                if _is_private(node.attr) and target != name:
-                    private.append((name, target, node.attr))
-    return {k: {t for t in v if t != k} for k, v in graph.items()}, private
+        tree = ast.parse(path.read_text(), str(path))
+        edges, aliases, names = _imports(tree, package, modules)
+        graph[name] = edges - {name}
+        taken = names + [
+            (aliases[node.value.id], node.attr)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+        ]
+        private += [(name, target, attr) for target, attr in taken if _is_private(attr) and target != name]
+    return graph, private
+
+
+def _imports(tree: ast.AST, package: str, modules: dict) -> tuple[set[str], dict[str, str], list[tuple[str, str]]]:
+    """(imported modules, local alias -> module, [(module, name) taken by ``from module import name``])."""
+    edges: set[str] = set()
+    aliases: dict[str, str] = {}
+    names: list[tuple[str, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == package:
+                    edges.add(alias.name)
+                    aliases[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == package:
+            for alias in node.names:
+                target = f"{node.module}.{alias.name}"
+                if target in modules:
+                    edges.add(target)
+                    aliases[alias.asname or alias.name] = target
+                else:
+                    edges.add(node.module)
+                    names.append((node.module, alias.name))
+    return edges, aliases, names
 
 
 def _is_private(name: str) -> bool:

@@ -10,7 +10,7 @@ nearest-neighbour-tour technique: a k-d tree over the columns (g-dimensional poi
 count their unvisited points, so a nearest-*unvisited* query skips emptied subtrees; each
 appended column is deleted from the counts along its leaf-to-root path.
 
-Exactness (the tie rules of REFERENCE section 6): every distance that decides the chain is the
+Exactness (the tie rules of docs/reference.md section 6): every distance that decides the chain is the
 *canonical* float64 value ``sum_k op(x_k - y_k)`` accumulated in k order, the same numbers a
 brute-force loop computes; ties go to the lowest column index. The tree only prunes subtrees
 whose lower bound is provably larger (Euclidean/Manhattan: the box bound is computed with the

@@ -214,7 +214,7 @@ _BUILDERS |= {f"mobilenetv1_{w}": lambda n, w=w: _timm_mobilenetv1(int(w) / 100,
 
 
 def msnet_reference(base: str, num_classes: int = 1000) -> Any:
-    """PyTorch MSNet (REFERENCE.md section 5) over two timm/torchvision-named copies of ``base``.
+    """PyTorch MSNet (docs/reference.md section 5) over two timm/torchvision-named copies of ``base``.
 
     Written independently of :mod:`freqjax.models.msnet` for parity: ``low`` runs on the 2x2
     average-pooled image, ``high`` adds ``low``'s nearest-upsampled output (cropped or zero-padded

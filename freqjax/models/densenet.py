@@ -161,6 +161,6 @@ class DenseNet(StagedNet):
 
 
 register(
-    ModelInfo("densenet121", "rgb", 224, TORCHVISION, "REFERENCE 4; MSNet Table 3", "densenet121", 0.0),
+    ModelInfo("densenet121", "rgb", 224, TORCHVISION, "docs/reference.md §4; MSNet Table 3", "densenet121", 0.0),
     functools.partial(DenseNet, block_config=(6, 12, 24, 16)),
 )

@@ -1,4 +1,4 @@
-"""EfficientNet-B0/B1 (timm), the eFUN family and its ablations, and LeFUN (FUN paper, seed 000).
+"""EfficientNet-B0/B1 (timm), the eFUN family and its ablations, and LeFUN ("Rethinking FUN").
 
 All are :class:`~freqjax.models.builder.MBNet` tables. eFUN models have no stem: the first
 inverted-residual block takes the 28x28x192 DCT input of :func:`freqjax.dct.rgb_to_dct`.
@@ -17,7 +17,7 @@ from freqjax.models.registry import ModelInfo, register
 
 __all__ = ["EFFICIENTNET_B0", "EFUN_TABLES", "efficientnet_spec", "efun_spec"]
 
-FUN = "FUN: Frequency-domain Utilisation Networks (seed 000)"
+FUN = "Rethinking FUN: Frequency-Domain Utilization Networks (Goldberg et al.)"
 TIMM = "timm (pytorch-image-models 1.0)"
 
 EFFICIENTNET_B0 = (
@@ -96,11 +96,11 @@ def _lefun(front: str, **common) -> MBNet:
 
 
 register(
-    ModelInfo("efficientnet_b0", "rgb", 224, TIMM, "REFERENCE 4; EfficientNet paper", "efficientnet_b0"),
+    ModelInfo("efficientnet_b0", "rgb", 224, TIMM, "docs/reference.md §4; EfficientNet paper", "efficientnet_b0"),
     functools.partial(MBNet, efficientnet_spec()),
 )
 register(
-    ModelInfo("efficientnet_b1", "rgb", 240, TIMM, "REFERENCE 4; depth x1.1 at 240 px", "efficientnet_b1"),
+    ModelInfo("efficientnet_b1", "rgb", 240, TIMM, "docs/reference.md §4; depth x1.1 at 240 px", "efficientnet_b1"),
     functools.partial(MBNet, efficientnet_spec(depth=1.1)),
 )
 for _name, _table in (

@@ -1,4 +1,4 @@
-"""MobileNetV2 and MobileNetV3 (timm definitions) and MobileNetV3-Small-XSep (seed 003), as builder tables.
+"""MobileNetV2 and MobileNetV3 (timm definitions) and MobileNetV3-Small-XSep (XSepConv paper), as builder tables.
 
 MobileNetV3-Small-XSep (XSepConv paper, section 4.2): the stride-1 5x5 depthwise convs of the 40-
 and 48-channel stages become XSepConv k=5 and the stride-1 ones after the last downsampling
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 TIMM = "timm (pytorch-image-models 1.0)"
-XSEP = "XSepConv: Extremely Separated Convolution (seed 003)"
+XSEP = "XSepConv: Extremely Separated Convolution"
 XSEP_WIDTHS = {"050": 0.5, "075": 0.75, "100": 1.0, "125": 1.25}
 
 MOBILENETV2 = (
@@ -126,7 +126,7 @@ def mobilenetv3_small_xsep_table(
     )
 
 
-# Stem stride, first-block stride. Decision (REFERENCE 7): 32x32 CIFAR input keeps stride 1 in
+# Stem stride, first-block stride. Decision (docs/reference.md section 7): 32x32 CIFAR input keeps stride 1 in
 # both (final map 4x4). Tiny-ImageNet (56x56 crops) uses the same strides: it is the setting in
 # which XSepConv saves the paper's 4.75 % of the MACs (stride-2 stem: 3.7 % or 4.2 %).
 _SETTINGS = {"imagenet": (2, 2), "cifar": (1, 1), "tiny_imagenet": (1, 1)}
@@ -182,14 +182,14 @@ def _xsep_model(
 for _w in ("050", "075", "100", "140"):
     _name = f"mobilenetv2_{_w}"
     register(
-        ModelInfo(_name, "rgb", 224, TIMM, "REFERENCE 4; MobileNetV2 paper", _name),
+        ModelInfo(_name, "rgb", 224, TIMM, "docs/reference.md §4; MobileNetV2 paper", _name),
         functools.partial(MBNet, mobilenetv2_spec(int(_w) / 100)),
     )
 for _size in ("small", "large"):
     for _w in ("075", "100"):
         _name = f"mobilenetv3_{_size}_{_w}"
         register(
-            ModelInfo(_name, "rgb", 224, TIMM, "REFERENCE 4; MobileNetV3 paper", _name),
+            ModelInfo(_name, "rgb", 224, TIMM, "docs/reference.md §4; MobileNetV3 paper", _name),
             functools.partial(MBNet, mobilenetv3_spec(_size, int(_w) / 100)),
         )
 _XSEP_OPTIONS = (
@@ -204,6 +204,6 @@ _XSEP_OPTIONS = (
 for _w, _width in XSEP_WIDTHS.items():
     _name = f"mobilenetv3_small_{_w}_xsep"
     register(
-        ModelInfo(_name, "rgb", 224, XSEP, "REFERENCE 7; paper Table 1, Fig. 3", options=_XSEP_OPTIONS),
+        ModelInfo(_name, "rgb", 224, XSEP, "docs/reference.md §7; paper Table 1, Fig. 3", options=_XSEP_OPTIONS),
         functools.partial(_xsep_model, _width),
     )

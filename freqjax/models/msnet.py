@@ -1,6 +1,8 @@
-"""MSNet: high-frequency residual multi-scale networks (Cheng et al., seed 001; no public code).
+"""MSNet: high-frequency residual multi-scale networks (no public code).
 
-Two copies of a base network's stem and stages (REFERENCE.md section 5): Network-L sees the image
+From "High Frequency Residual Learning for Multi-Scale Image Classification" (Cheng et al.).
+
+Two copies of a base network's stem and stages (docs/reference.md section 5): Network-L sees the image
 box-downsampled 2x, Network-H the full image, and after the stem and after every stage
 ``x_H <- H_stage(x_H) + u(x_L)``, ``u`` = 2x nearest-neighbour upsampling (the paper's example),
 cropped or zero-padded (bottom/right) to H's size where the sides do not divide (DenseNet at
@@ -27,7 +29,7 @@ from freqjax.models.staged import StagedNet
 __all__ = ["BASES", "MSNet", "downsample2", "upsample_to"]
 
 Dtype = Any
-PAPER = "MSNet: High Frequency Residual Learning for Multi-Scale Image Classification (seed 001)"
+PAPER = "High Frequency Residual Learning for Multi-Scale Image Classification (Cheng et al., MSNet)"
 # msnet name -> (base model, full image side of the paper's experiments).
 BASES = {
     "msnet_resnet18": ("resnet18", 256),

@@ -1,10 +1,10 @@
-"""ResNet-18/34/50 (torchvision / timm definitions, ResNet-50 v1.5) and ResFUN (FUN paper, seed 000).
+"""ResNet-18/34/50 (torchvision / timm definitions, ResNet-50 v1.5) and ResFUN ("Rethinking FUN").
 
 Module names are torchvision's (``conv1``, ``bn1``, ``layer1_0/conv1``, ``downsample_0/1``,
 ``fc``), so :mod:`freqjax.interop.torch_weights` loads torchvision and timm checkpoints by its one rule.
 ResNet-50 is v1.5: the stride of a bottleneck sits on its 3x3 conv, not on the first 1x1.
 
-ResFUN (REFERENCE.md section 3) is ResNet-50 without stem, max-pool and conv2_x: the 28x28x192
+ResFUN (docs/reference.md section 3) is ResNet-50 without stem, max-pool and conv2_x: the 28x28x192
 DCT input enters conv3_x (4 bottlenecks, now stride 1), then conv4_x (6, stride 2) and conv5_x
 (3, stride 2) with outputs 512, 768, 1024 and bottleneck widths 128, 192, 256 (10,397,672
 parameters at 1000 classes, the paper's 10.4M). Its stages are named ``layer1..layer3``, the
@@ -28,7 +28,7 @@ __all__ = ["BLOCKS", "BasicBlock", "Bottleneck", "ResNet"]
 
 Dtype = Any
 TORCHVISION = "torchvision / timm ResNet (He et al. 2016; v1.5 for ResNet-50)"
-FUN = "FUN: Frequency-domain Utilisation Networks (seed 000)"
+FUN = "Rethinking FUN: Frequency-Domain Utilization Networks (Goldberg et al.)"
 
 
 def _bn(train: bool, name: str, dtype: Dtype, zero: bool = False) -> BatchNorm:
@@ -158,9 +158,9 @@ def _resnet(block: str, layers: tuple[int, ...], **kw) -> ResNet:
 
 
 for _name, _block, _layers, _table in (
-    ("resnet18", "basic", (2, 2, 2, 2), "REFERENCE 4; MSNet Table 1"),
-    ("resnet34", "basic", (3, 4, 6, 3), "REFERENCE 4; FUN Table 1"),
-    ("resnet50", "bottleneck", (3, 4, 6, 3), "REFERENCE 4 and 6; compression paper"),
+    ("resnet18", "basic", (2, 2, 2, 2), "docs/reference.md §4; MSNet Table 1"),
+    ("resnet34", "basic", (3, 4, 6, 3), "docs/reference.md §4; FUN Table 1"),
+    ("resnet50", "bottleneck", (3, 4, 6, 3), "docs/reference.md §4 and 6; compression paper"),
 ):
     register(
         ModelInfo(_name, "rgb", 224, TORCHVISION, _table, _name, default_drop_rate=0.0),
@@ -168,7 +168,7 @@ for _name, _block, _layers, _table in (
     )
 
 register(
-    ModelInfo("resfun", "dct", 224, FUN, "Table 1; REFERENCE 3", default_drop_rate=0.0),
+    ModelInfo("resfun", "dct", 224, FUN, "Table 1; docs/reference.md §3", default_drop_rate=0.0),
     functools.partial(
         ResNet,
         block="bottleneck",

@@ -1,4 +1,6 @@
-"""ReXNet and ReXNet-lite (seed 004; clovaai/rexnet, timm ``rexnet.py``) as builder tables.
+"""ReXNet and ReXNet-lite (clovaai/rexnet, timm ``rexnet.py``) as builder tables.
+
+From "Rethinking Channel Dimensions for Efficient Model Design" (Han et al.).
 
 16 linear bottlenecks (kind ``rx``) whose output widths grow linearly with the block index, in
 stages of [1, 2, 2, 3, 3, 5] blocks with first strides [1, 2, 2, 2, 1, 2]; expansion 1 for block
@@ -30,7 +32,7 @@ __all__ = [
     "rexnet_spec",
 ]
 
-REXNET = "ReXNet: Rethinking Channel Dimensions for Efficient Model Design (seed 004)"
+REXNET = "Rethinking Channel Dimensions for Efficient Model Design (Han et al., ReXNet)"
 REPEATS = (1, 2, 2, 3, 3, 5)
 STRIDES = (1, 2, 2, 2, 1, 2)
 SE_STAGES = (False, False, True, True, True, True)
@@ -168,12 +170,12 @@ for _w, _width in REXNET_WIDTHS.items():
     _name = f"rexnet_{_w}"
     _timm = _name if _w in ("100", "130", "150", "200", "300") else None
     register(
-        ModelInfo(_name, "rgb", 224, REXNET, "REFERENCE 8; paper Table 5, README", _timm),
+        ModelInfo(_name, "rgb", 224, REXNET, "docs/reference.md §8; paper Table 5, README", _timm),
         functools.partial(MBNet, rexnet_spec(_width)),
     )
 for _w, _width in REXNET_LITE_WIDTHS.items():
     _name = f"rexnet_lite_{_w}"
     register(
-        ModelInfo(_name, "rgb", 224, REXNET, "REFERENCE 8; rexnetv1_lite.py, README"),
+        ModelInfo(_name, "rgb", 224, REXNET, "docs/reference.md §8; rexnetv1_lite.py, README"),
         functools.partial(MBNet, rexnet_spec(_width, lite=True)),
     )

@@ -1,4 +1,6 @@
-"""XSepConv (seed 003): 2x2 depthwise -> 1xk depthwise -> kx1 depthwise, each BN + activation.
+"""XSepConv: 2x2 depthwise -> 1xk depthwise -> kx1 depthwise, each BN + activation.
+
+From "XSepConv: Extremely Separated Convolution".
 
 A k x k depthwise conv costs k^2 weights and MACs per channel and pixel; XSepConv costs 4 + 2k
 (k=5: 0.56x, k=7: 0.37x). The 2x2 layer needs one pixel of zero padding on two sides; which two
@@ -50,7 +52,7 @@ DIRECTIONS: dict[str, Pad] = {
     "right_top": ((1, 0), (0, 1)),
 }
 _CYCLE = ("right_bottom", "left_top", "left_bottom", "right_top")
-# C2sp's four channel groups, as (top, bottom, left, right) = REFERENCE section 7.
+# C2sp's four channel groups, as (top, bottom, left, right) = docs/reference.md section 7.
 ORIGINAL_GROUP_PADDING: tuple[Pad, ...] = (((0, 1), (0, 1)), ((1, 0), (1, 0)), ((0, 1), (1, 0)), ((1, 0), (0, 1)))
 Dtype = Any
 

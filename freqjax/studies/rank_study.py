@@ -1,4 +1,6 @@
-"""ReXNet's rank study (seed 004, section 3, Figure 1): how much does a nonlinearity lift the rank?
+"""ReXNet's rank study: how much does a nonlinearity lift the rank?
+
+From "Rethinking Channel Dimensions for Efficient Model Design" (Han et al.), section 3, Figure 1.
 
 Random single layers map ``d_in`` input channels to ``d_out`` output channels, with ``d_out``
 drawn at random and ``d_in = ratio * d_out``; the output feature matrix (one row per sample and

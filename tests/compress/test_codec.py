@@ -12,7 +12,7 @@ from freqjax.compress.codec import decode_numpy
 
 
 def brute_force_order(X, distance="euclidean", start="l2"):
-    """The paper's Algorithm 1 in plain numpy with REFERENCE section 6's tie rules.
+    """The paper's Algorithm 1 in plain numpy with docs/reference.md section 6's tie rules.
 
     Distances are float64 sums over the g coordinates in order; ties go to the lowest index.
     A cosine distance involving a zero column is 1.

@@ -1,4 +1,7 @@
-"""DCT weight compression over whole variables trees: plans, the REFERENCE counts, jit/grad, save/load, CLI."""
+"""DCT weight compression over whole variables trees: plans, reference counts, jit/grad, save/load, CLI.
+
+The counts are docs/reference.md section 6.
+"""
 
 import json
 import math
@@ -33,7 +36,7 @@ def abstract_variables(name):
     return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
 
 
-# REFERENCE section 6: (model, g, r') -> (coefficients, index entries, total parameters).
+# docs/reference.md section 6: (model, g, r') -> (coefficients, index entries, total parameters).
 REFERENCE_ROWS = [
     ("resnet50", 4, 0.125, 8_879_520, 6_373_376, 15_369_544),
     ("resnet50", 4, 0.25, 5_530_336, 6_373_376, 12_020_360),
@@ -68,7 +71,8 @@ def test_presets_select_the_reference_layers(shapes):
     assert len(names) == 53 and "fc.weight" in names and "layer1.0.downsample.0.weight" in names
     assert "conv1.weight" not in names and not any("bn" in n or n.endswith("bias") for n in names)
     c = count(compress(shapes["resnet50"], r50))
-    # REFERENCE's "uniform g4 r2 = 12,810,280" is everything trainable: coefficients + conv1 + fc bias + BN affine.
+    # docs/reference.md's "uniform g4 r2 = 12,810,280" is everything trainable: coefficients + conv1 +
+    # fc bias + BN affine.
     assert c["coefficients"] == 12_746_752 and c["trainable"] == 12_810_280
     mb = make_plan(shapes["mobilenetv2_100"], "mobilenetv2_100", "uniform", g=4, r=2)
     names = [x.name for x in mb.layers]

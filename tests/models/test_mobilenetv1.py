@@ -12,7 +12,7 @@ import pytest
 
 from freqjax.models import count_macs, count_params, create_model, list_models
 
-# MSNet Table 2 / REFERENCE 4 (from the MobileNet paper): (width, side) -> MMACs.
+# MSNet Table 2 / docs/reference.md section 4 (from the MobileNet paper): (width, side) -> MMACs.
 MMACS = {
     ("100", 224): 569,
     ("100", 192): 418,

@@ -11,7 +11,7 @@ from freqjax.models import count_macs, count_params, create_model, list_models, 
 from freqjax.models.blocks import BlockArgs, decode_block, decode_stages
 from freqjax.models.layers import depthwise_conv, make_divisible, pointwise_conv
 
-# REFERENCE.md sections 2 and 4: trainable parameters at 1000 classes and MACs at the default size.
+# docs/reference.md section 2 and 4: trainable parameters at 1000 classes and MACs at the default size.
 PARAMS = {
     "efun": 4_233_448,
     "efun_l": 6_209_180,

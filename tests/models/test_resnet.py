@@ -12,9 +12,9 @@ from freqjax.interop.torch_weights import from_torch
 from freqjax.models import count_macs, count_params, create_model, model_info
 from freqjax.models.resnet import BasicBlock, Bottleneck
 
-# REFERENCE.md sections 3 and 4 (torchvision's counts; ResFUN's decision gives the paper's 10.4M).
+# docs/reference.md section 3 and 4 (torchvision's counts; ResFUN's decision gives the paper's 10.4M).
 PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "resfun": 10_397_672}
-# (model, side) -> GMACs: REFERENCE 4 at 224; MSNet Table 1 at 256 (2,386 M).
+# (model, side) -> GMACs: docs/reference.md section 4 at 224; MSNet Table 1 at 256 (2,386 M).
 GMACS = {("resnet18", 224): 1.814, ("resnet18", 256): 2.386, ("resnet34", 224): 3.664, ("resnet50", 224): 4.089}
 
 

@@ -10,7 +10,7 @@ from freqjax.models import count_macs, count_params, create_model, list_models, 
 from freqjax.models.blocks import BlockArgs, ReXNetBottleneck
 from freqjax.models.rexnet import reference_to_freqjax_keys, rexnet_channels
 
-# REFERENCE.md section 8: trainable parameters at 1000 classes, GMACs at 224 px.
+# docs/reference.md section 8: trainable parameters at 1000 classes, GMACs at 224 px.
 REXNET = {
     "rexnet_090": (4_091_257, 0.348),
     "rexnet_100": (4_796_873, 0.398),
