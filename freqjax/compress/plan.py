@@ -21,10 +21,38 @@ from freqjax.compress.codec import check_group, keep_count
 from freqjax.compress.ordering import DISTANCES, STARTS
 from freqjax.models.naming import torch_key
 
-__all__ = ["PRESETS", "STRATEGIES", "LayerPlan", "Plan", "leaf_table", "make_plan", "reference_shape"]
+__all__ = ["PRESETS", "STRATEGIES", "STRATEGY_ARGS", "LayerPlan", "Plan", "leaf_table", "make_plan", "reference_shape"]
 
-STRATEGIES = ("uniform", "progressive_r", "progressive_g")
 Rule = Callable[[str, tuple[int, ...]], bool]
+
+
+def _uniform(factor: float, g: int | None, r: float | None, r_prime: float | None) -> tuple[int, float]:
+    """The same g and r for every layer."""
+    return g, r
+
+
+def _progressive_r(factor: float, g: int | None, r: float | None, r_prime: float | None) -> tuple[int, float]:
+    """Fixed g; r_l = 1 + r' sqrt(p_l) / sqrt(p_ref)."""
+    return g, 1 + factor * r_prime
+
+
+def _progressive_g(factor: float, g: int | None, r: float | None, r_prime: float | None) -> tuple[int, float]:
+    """Fixed r; g_l = max(2, 2^floor(log2(sqrt(p_l) / sqrt(p_ref))))."""
+    return max(2, 2 ** math.floor(math.log2(factor))), r
+
+
+# strategy -> (sqrt(p_l) / sqrt(p_ref), g, r, r') -> the layer's (g, r), p_ref the smallest
+# compressed layer (the paper's section 3). STRATEGY_ARGS: which of g, r, r' each one takes.
+STRATEGIES: dict[str, Callable[[float, int | None, float | None, float | None], tuple[int, float]]] = {
+    "uniform": _uniform,
+    "progressive_r": _progressive_r,
+    "progressive_g": _progressive_g,
+}
+STRATEGY_ARGS: dict[str, frozenset[str]] = {
+    "uniform": frozenset({"g", "r"}),
+    "progressive_r": frozenset({"g", "r_prime"}),
+    "progressive_g": frozenset({"r"}),
+}
 
 
 def reference_shape(shape: Sequence[int]) -> tuple[int, ...]:
@@ -166,26 +194,24 @@ def _check_strategy(
     strategy: str, *, g: object, r: object, r_prime: object, distance: str, start: str
 ) -> tuple[int | None, float | None, float | None]:
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     if start not in STARTS:
         raise ValueError(f"start must be one of {STARTS}, got {start!r}")
-    if strategy == "progressive_r":
-        if r is not None:
-            raise ValueError(f"strategy 'progressive_r' derives r from r_prime; got r={r!r} (leave it None)")
+    takes = STRATEGY_ARGS[strategy]
+    for arg, value in (("g", g), ("r", r), ("r_prime", r_prime)):
+        if arg not in takes and value is not None:
+            uses = ", ".join(sorted(takes))
+            raise ValueError(f"strategy {strategy!r} takes only {uses}; got {arg}={value!r} (leave it None)")
+    if "r_prime" in takes:
         r_prime = _check_number("r_prime", r_prime, 0.0, strict=True)
-    else:
-        if r_prime is not None:
-            raise ValueError(f"r_prime is only used by strategy 'progressive_r', got r_prime={r_prime!r}")
+    if "r" in takes:
         r = _check_number("r", r, 1.0)
-    if strategy == "progressive_g":
-        if g is not None:
-            raise ValueError(f"strategy 'progressive_g' derives g per layer; got g={g!r} (leave it None)")
-        return None, r, r_prime
-    g = 4 if g is None else g
-    if isinstance(g, bool) or not isinstance(g, int) or g < 1:
-        raise ValueError(f"g must be a positive int, got {g!r}")
+    if "g" in takes:
+        g = 4 if g is None else g
+        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+            raise ValueError(f"g must be a positive int, got {g!r}")
     return g, r, r_prime
 
 
@@ -249,12 +275,7 @@ def make_plan(  # noqa: PLR0917  (the issue's public signature)
     for path, name, shape, ref in chosen:
         n = math.prod(shape)
         factor = math.sqrt(n) / math.sqrt(p_ref)  # the reference's operation order, so t matches it exactly
-        if strategy == "progressive_r":
-            layer_g, layer_r = g, 1 + factor * r_prime
-        elif strategy == "progressive_g":
-            layer_g, layer_r = max(2, 2 ** math.floor(math.log2(factor))), r
-        else:
-            layer_g, layer_r = g, r
+        layer_g, layer_r = STRATEGIES[strategy](factor, g, r, r_prime)
         try:
             check_group(n, layer_g)
             t = keep_count(n // layer_g, layer_r)

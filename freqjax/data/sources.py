@@ -9,17 +9,20 @@ log how many corrupt images it met without crashing.
 Spec strings (``config.dataset``):
 
     synthetic                 procedural gratings (:mod:`freqjax.data.synthetic`), learnable, offline
-    folder:PATH               PATH/<split>/<class>/*.jpg|jpeg|png (e.g. ../shared/data/cifar10-jpeg)
+    folder:PATH               PATH/<split>/<class>/*.jpg|jpeg|png (e.g. a CIFAR-10 JPEG folder)
     tfds:NAME[:SPLIT]         ``tfds.data_source(NAME)`` (ArrayRecord files, no TensorFlow at train time)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -28,31 +31,29 @@ from freqjax.data.folder import IMAGE_SUFFIXES
 from freqjax.data.synthetic import grating_image
 from freqjax.runtime import atomic_path, cache_dir
 
-__all__ = ["FolderSource", "SyntheticSource", "TfdsSource", "make_source", "parse_dataset"]
+__all__ = ["SOURCES", "FolderSource", "SourceKind", "SyntheticSource", "TfdsSource", "make_source", "parse_dataset"]
 
-KINDS = ("synthetic", "folder", "tfds")
 _MAX_SKIP = 64  # give up on a source whose next 64 records are all unreadable
 
 
 def parse_dataset(spec: object) -> tuple[str, str, str | None]:
-    """Split a dataset spec into (kind, name_or_path, split_or_None).
+    """Split a dataset spec into (kind, name_or_path, split_or_None); the kinds are :data:`SOURCES`.
 
     Raises:
         ValueError: an empty or unknown spec, with the valid forms (and a close match if any).
     """
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"dataset must be 'synthetic', 'folder:PATH' or 'tfds:NAME[:SPLIT]', got {spec!r}")
-    kind, _, rest = spec.partition(":")
-    if kind == "synthetic" and not rest:
-        return "synthetic", "", None
-    if kind == "folder" and rest:
-        return "folder", rest, None
-    if kind == "tfds" and rest:
-        name, _, split = rest.partition(":")
-        return "tfds", name, split or None
-    close = difflib.get_close_matches(kind, KINDS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close and close[0] != kind else ""
-    raise ValueError(f"dataset must be 'synthetic', 'folder:PATH' or 'tfds:NAME[:SPLIT]', got {spec!r}{hint}")
+    forms = ", ".join(repr(k.form) for k in SOURCES.values())
+    if isinstance(spec, str) and spec:
+        kind, _, rest = spec.partition(":")
+        entry = SOURCES.get(kind)
+        if entry is not None and bool(rest) == (entry.form != kind):
+            name, split = (rest.partition(":")[::2] if entry.has_split else (rest, ""))
+            return kind, name, split or None
+        close = difflib.get_close_matches(kind, list(SOURCES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close and close[0] != kind else ""
+    else:
+        hint = ""
+    raise ValueError(f"dataset must be one of {forms}, got {spec!r}{hint}")
 
 
 class SyntheticSource:
@@ -238,6 +239,51 @@ class TfdsSource:
         return f"TfdsSource({self.name!r}, split={self.split!r}, {len(self)} records)"
 
 
+def _synthetic(name: str, split: str | None, train: bool, options: dict) -> SyntheticSource:
+    size = options["synthetic_size"] if train else max(1, options["synthetic_size"] // 4)
+    return SyntheticSource(options["image_size"], size, options["num_classes"], options["seed"] + (not train))
+
+
+def _folder(name: str, split: str | None, train: bool, options: dict) -> FolderSource:
+    if not Path(name).is_dir():
+        raise ValueError(f"dataset folder {name!r} (from dataset='folder:{name}') is not an existing directory")
+    candidates = ("train",) if train else ("test", "val", "validation")
+    for sub in candidates:
+        if (Path(name) / sub).is_dir():
+            return FolderSource(Path(name) / sub, cache_dir() / "decoded" if options["decode_cache"] else None)
+    raise ValueError(f"dataset folder {name!r} has none of the split folders {list(candidates)}")
+
+
+def _tfds(name: str, split: str | None, train: bool, options: dict) -> TfdsSource:
+    data_dir = options["data_dir"]
+    if train:
+        return TfdsSource(name, options["train_split"], data_dir)
+    if split is None:
+        import tensorflow_datasets as tfds
+
+        splits = tfds.builder(name, data_dir=data_dir).info.splits  # empty until the data set is prepared
+        split = "validation" if splits and "test" not in splits else "test"
+    return TfdsSource(name, split, data_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceKind:
+    """One kind of data source: ``build(name, split, train, options)``, its spec form, and whether
+    the spec may end in ``:SPLIT``."""
+
+    build: Callable[[str, str | None, bool, dict], Any]
+    form: str
+    has_split: bool = False
+
+
+# kind (the spec before the first ':') -> how to build it.
+SOURCES: dict[str, SourceKind] = {
+    "synthetic": SourceKind(_synthetic, "synthetic"),
+    "folder": SourceKind(_folder, "folder:PATH"),
+    "tfds": SourceKind(_tfds, "tfds:NAME[:SPLIT]", has_split=True),
+}
+
+
 def make_source(
     spec: str,
     train: bool,
@@ -269,26 +315,8 @@ def make_source(
     kind, name, split = parse_dataset(spec)
     if decode_cache and kind != "folder":
         raise ValueError(f"decode_cache applies to folder: datasets only, not {spec!r}")
-    if kind == "synthetic":
-        return SyntheticSource(
-            image_size,
-            synthetic_size if train else max(1, synthetic_size // 4),
-            num_classes,
-            seed + (0 if train else 1),
-        )
-    if kind == "folder":
-        if not Path(name).is_dir():
-            raise ValueError(f"dataset folder {name!r} (from dataset={spec!r}) is not an existing directory")
-        candidates = ("train",) if train else ("test", "val", "validation")
-        for sub in candidates:
-            if (Path(name) / sub).is_dir():
-                return FolderSource(Path(name) / sub, cache_dir() / "decoded" if decode_cache else None)
-        raise ValueError(f"dataset folder {name!r} has none of the split folders {list(candidates)}")
-    if train:
-        return TfdsSource(name, train_split, data_dir)
-    if split is None:
-        import tensorflow_datasets as tfds
-
-        splits = tfds.builder(name, data_dir=data_dir).info.splits  # empty until the data set is prepared
-        split = "validation" if splits and "test" not in splits else "test"
-    return TfdsSource(name, split, data_dir)
+    options = dict(
+        image_size=image_size, num_classes=num_classes, synthetic_size=synthetic_size, seed=seed,
+        data_dir=data_dir, train_split=train_split, decode_cache=decode_cache,
+    )  # fmt: skip
+    return SOURCES[kind].build(name, split, train, options)

@@ -39,6 +39,7 @@ import ml_collections
 import optax
 
 __all__ = [
+    "DECOUPLED_DECAY",
     "OPTIMIZERS",
     "SCHEDULES",
     "cross_entropy",
@@ -49,9 +50,6 @@ __all__ = [
     "trainable_labels",
     "weight_decay_mask",
 ]
-
-OPTIMIZERS = ("rmsprop_tf", "sgd", "nesterov", "adamw")
-SCHEDULES = ("exponential", "piecewise", "cosine", "constant")
 
 
 def rmsprop_tf(
@@ -80,45 +78,63 @@ def _warmup(schedule: Callable, base_lr: float, warmup_steps: int, init_lr: floa
     return lr
 
 
+def _exponential(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int, warmup: int):
+    """``lr * decay_rate ** floor(epoch / decay_epochs)``, epochs counted from step 0 (TF/timm staircase)."""
+    lr, rate, decay_steps = float(config.learning_rate), float(config.decay_rate), config.decay_epochs * steps_per_epoch
+    return lambda step: lr * rate ** jnp.floor(jnp.asarray(step, jnp.float32) / decay_steps)
+
+
+def _piecewise(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int, warmup: int):
+    """``lr`` times ``decay_rate`` at each epoch in ``boundaries``."""
+    boundaries = [round(b * steps_per_epoch) for b in config.boundaries]
+    return optax.piecewise_constant_schedule(
+        float(config.learning_rate), {b: float(config.decay_rate) for b in boundaries}
+    )
+
+
+def _cosine(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int, warmup: int):
+    """``lr`` to ``min_lr`` along a half cosine over the steps after warm-up."""
+    lr, min_lr, span = float(config.learning_rate), float(config.min_lr), max(1, total_steps - warmup)
+
+    def sched(step):
+        t = jnp.clip((jnp.asarray(step, jnp.float32) - warmup) / span, 0.0, 1.0)
+        return min_lr + (lr - min_lr) * 0.5 * (1 + jnp.cos(math.pi * t))
+
+    return sched
+
+
+def _constant(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int, warmup: int):
+    """``lr``."""
+    lr = float(config.learning_rate)
+    return lambda step: jnp.full((), lr, jnp.float32) + 0.0 * jnp.asarray(step, jnp.float32)
+
+
+# config.schedule -> (config, steps_per_epoch, total_steps, warmup_steps) -> schedule before warm-up.
+SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
+    "exponential": _exponential,
+    "piecewise": _piecewise,
+    "cosine": _cosine,
+    "constant": _constant,
+}
+
+
 def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
     """Learning rate as a function of the step, from ``config`` (epochs converted to steps).
 
-    ``config.schedule``:
+    ``config.schedule`` names one of :data:`SCHEDULES`:
         exponential: ``lr * decay_rate ** floor(epoch / decay_epochs)`` with ``epoch = step /
             steps_per_epoch`` counted from step 0 (TF/timm staircase; eFUN: 0.97 every 2.4 epochs).
         piecewise: ``lr`` multiplied by ``decay_rate`` at each epoch in ``boundaries``
             (ResFUN: [90, 110] with 0.1; MSNet: [30, 60, 90]).
         cosine: ``lr`` to ``min_lr`` along a half cosine over the steps after warm-up.
         constant: ``lr``.
-    All four start with a linear warm-up from ``warmup_init_lr`` over ``warmup_epochs``.
+    All start with a linear warm-up from ``warmup_init_lr`` over ``warmup_epochs``.
     """
-    lr, kind = float(config.learning_rate), config.schedule
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"config.schedule must be one of {list(SCHEDULES)}, got {config.schedule!r}")
     warmup = round(config.warmup_epochs * steps_per_epoch)
-    if kind == "exponential":
-        decay_steps = config.decay_epochs * steps_per_epoch
-        rate = float(config.decay_rate)
-
-        def sched(step):
-            return lr * rate ** jnp.floor(jnp.asarray(step, jnp.float32) / decay_steps)
-
-    elif kind == "piecewise":
-        boundaries = [round(b * steps_per_epoch) for b in config.boundaries]
-        sched = optax.piecewise_constant_schedule(lr, {b: float(config.decay_rate) for b in boundaries})
-    elif kind == "cosine":
-        span, min_lr = max(1, total_steps - warmup), float(config.min_lr)
-
-        def sched(step):
-            t = jnp.clip((jnp.asarray(step, jnp.float32) - warmup) / span, 0.0, 1.0)
-            return min_lr + (lr - min_lr) * 0.5 * (1 + jnp.cos(math.pi * t))
-
-    elif kind == "constant":
-
-        def sched(step):
-            return jnp.full((), lr, jnp.float32) + 0.0 * jnp.asarray(step, jnp.float32)
-
-    else:
-        raise ValueError(f"config.schedule must be one of {SCHEDULES}, got {kind!r}")
-    return _warmup(sched, lr, warmup, float(config.warmup_init_lr))
+    sched = SCHEDULES[config.schedule](config, steps_per_epoch, total_steps, warmup)
+    return _warmup(sched, float(config.learning_rate), warmup, float(config.warmup_init_lr))
 
 
 def trainable_labels(pattern: str):
@@ -135,28 +151,51 @@ def trainable_labels(pattern: str):
     return labels
 
 
+def _rmsprop_tf(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+    return rmsprop_tf(schedule, config.rmsprop_decay, config.momentum, config.rmsprop_eps)
+
+
+def _sgd(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+    return optax.sgd(schedule, momentum=config.momentum or None)
+
+
+def _nesterov(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+    return optax.sgd(schedule, momentum=config.momentum or None, nesterov=True)
+
+
+def _adamw(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+    return optax.adamw(schedule, weight_decay=config.weight_decay, mask=weight_decay_mask)
+
+
+# config.optimizer -> (config, schedule) -> the optimiser. DECOUPLED_DECAY ones apply
+# config.weight_decay themselves; the others get L2 added to the gradient first.
+OPTIMIZERS: dict[str, Callable[[ml_collections.ConfigDict, optax.Schedule], optax.GradientTransformation]] = {
+    "rmsprop_tf": _rmsprop_tf,
+    "sgd": _sgd,
+    "nesterov": _nesterov,
+    "adamw": _adamw,
+}
+DECOUPLED_DECAY = frozenset({"adamw"})
+
+
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
     """Gradient clipping (optional) -> L2 weight decay on kernels -> the configured optimiser.
 
-    ``config.optimizer``: 'rmsprop_tf' (:func:`rmsprop_tf` with ``rmsprop_decay``, ``momentum``,
-    ``rmsprop_eps``), 'sgd' / 'nesterov' (momentum SGD, torch-style: ``w -= lr * trace``),
-    'adamw' (decoupled decay: ``weight_decay`` is passed to adamw instead). With
-    ``config.trainable`` (a regex over parameter paths) every other parameter gets zero updates.
+    ``config.optimizer`` names one of :data:`OPTIMIZERS`: 'rmsprop_tf' (:func:`rmsprop_tf` with
+    ``rmsprop_decay``, ``momentum``, ``rmsprop_eps``), 'sgd' / 'nesterov' (momentum SGD,
+    torch-style: ``w -= lr * trace``), 'adamw' (decoupled decay: ``weight_decay`` is passed to
+    adamw instead). With ``config.trainable`` (a regex over parameter paths) every other
+    parameter gets zero updates.
     """
     kind = config.optimizer
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"config.optimizer must be one of {list(OPTIMIZERS)}, got {kind!r}")
     parts = []
     if config.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-    if config.weight_decay > 0 and kind != "adamw":
+    if config.weight_decay > 0 and kind not in DECOUPLED_DECAY:
         parts.append(optax.add_decayed_weights(config.weight_decay, mask=weight_decay_mask))
-    if kind == "rmsprop_tf":
-        parts.append(rmsprop_tf(schedule, config.rmsprop_decay, config.momentum, config.rmsprop_eps))
-    elif kind in ("sgd", "nesterov"):
-        parts.append(optax.sgd(schedule, momentum=config.momentum or None, nesterov=kind == "nesterov"))
-    elif kind == "adamw":
-        parts.append(optax.adamw(schedule, weight_decay=config.weight_decay, mask=weight_decay_mask))
-    else:
-        raise ValueError(f"config.optimizer must be one of {OPTIMIZERS}, got {kind!r}")
+    parts.append(OPTIMIZERS[kind](config, schedule))
     tx = optax.chain(*parts)
     if config.trainable:  # e.g. LeFUN: train only the learnable front of a frozen eFUN
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, trainable_labels(config.trainable))

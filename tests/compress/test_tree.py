@@ -227,8 +227,10 @@ def test_bad_input(tiny, shapes):
         make_plan(variables, "fc.weight", "uniform", r=0.5)
     with pytest.raises(ValueError, match="r_prime must be a number > 0"):
         make_plan(variables, "fc.weight", "progressive_r")
-    with pytest.raises(ValueError, match="derives g per layer"):
+    with pytest.raises(ValueError, match=r"'progressive_g' takes only r; got g=4"):
         make_plan(variables, "fc.weight", "progressive_g", g=4, r=2)
+    with pytest.raises(ValueError, match=r"'uniform' takes only g, r; got r_prime=1.0"):
+        make_plan(variables, "fc.weight", "uniform", r=2, r_prime=1.0)
     with pytest.raises(TypeError, match="rule must be"):
         make_plan(variables, 3, "uniform", r=2)
     other = make_plan(shapes["resnet50"], "resnet50", "uniform", r=2)
@@ -246,7 +248,7 @@ def test_cli_compresses_and_reports(tmp_path, capsys):
     from freqjax.compress.cli import main
 
     out, report = tmp_path / "mb.npz", tmp_path / "report"
-    argv = ["compress", "--model", "mobilenetv2_100", "--strategy", "progressive_r", "--r-prime", "4"]
+    argv = ["--model", "mobilenetv2_100", "--strategy", "progressive_r", "--r-prime", "4"]
     main([*argv, "--out", str(out), "--report", str(report), "--verify-columns", "6144"])
     text = capsys.readouterr().out
     assert "blocks.3.1.conv_pw.weight" in text and "nSSE=" in text and "compressed in" in text
@@ -259,7 +261,7 @@ def test_cli_compresses_and_reports(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*argv[:-2], "--r-prime", "-1", "--out", str(tmp_path / "bad.npz")])
     with pytest.raises(SystemExit):
-        main(["compress", "--model", "mobilenetv2_100", "--g", "7", "--r", "2", "--out", str(tmp_path / "bad.npz")])
+        main(["--model", "mobilenetv2_100", "--g", "7", "--r", "2", "--out", str(tmp_path / "bad.npz")])
     assert not (tmp_path / "bad.npz").exists() and math.isfinite(rep["compress_seconds"])
 
 
@@ -273,7 +275,6 @@ def test_cli_reads_pytorch_weights(tmp_path, capsys):
     w = sd["conv_head.weight"].numpy()
     main(
         [
-            "compress",
             "--model",
             "mobilenetv2_100",
             "--weights",
@@ -298,7 +299,7 @@ def test_cli_reads_freqjax_npz_weights(shapes, tmp_path, capsys):
 
     variables = random_variables(shapes["mobilenetv2_100"], seed=3)
     save(variables, tmp_path / "mb.npz")
-    argv = ["compress", "--model", "mobilenetv2_100", "--rule", "conv_head.weight", "--r", "1"]
+    argv = ["--model", "mobilenetv2_100", "--rule", "conv_head.weight", "--r", "1"]
     main([*argv, "--weights", str(tmp_path / "mb.npz"), "--out", str(tmp_path / "c.npz")])
     node = load(tmp_path / "c.npz")["params"]["conv_head"]["kernel"]
     w = variables["params"]["conv_head"]["kernel"]

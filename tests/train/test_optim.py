@@ -14,7 +14,7 @@ from freqjax.models import create_model
 from freqjax.train import optim
 from freqjax.train.config import train_defaults
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tf_rmsprop(grads, lrs, decay=0.9, momentum=0.9, eps=1e-3, w0=0.0):

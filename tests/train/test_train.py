@@ -178,7 +178,7 @@ TRAIN_CONFIGS = ("efun", "resfun", "resnet", "efficientnet", "rexnet", "mobilene
 def test_every_training_config_and_variant_validates_and_documents_its_command(name):
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
+    path = Path(__file__).resolve().parents[2] / "configs" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -255,7 +255,7 @@ def test_config_files_expose_model_options_for_command_line_overrides():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "configs_xsep", Path(__file__).resolve().parents[1] / "configs" / "xsepconv.py"
+        "configs_xsep", Path(__file__).resolve().parents[2] / "configs" / "xsepconv.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
