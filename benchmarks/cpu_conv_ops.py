@@ -54,6 +54,7 @@ def _fwd_and_vjp(conv, x, w) -> tuple[float, float]:
     """Forward ms and forward + (dx, dw) ms of ``conv(x, w)``."""
     dy = jnp.ones(jax.eval_shape(conv, x, w).shape, jnp.float32)
     fwd = jax.jit(conv)
+
     def forward_and_grads(x_, w_, dy_):
         y, vjp = jax.vjp(conv, x_, w_)
         return y, *vjp(dy_)  # returning y keeps the forward: jit would drop an unused one

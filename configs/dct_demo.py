@@ -1,8 +1,8 @@
 """DCT input demo (FUN paper, section 3.1 and Table 7).
 
-    python -m freqjax.main --config configs/dct_demo.py --workdir runs/dct_demo
-    python -m freqjax.main --config configs/dct_demo.py:cifar10 --workdir runs/dct_cifar
-    python -m freqjax.main --config configs/dct_demo.py --config.data=folder:/path/to/jpegs --workdir runs/x
+python -m freqjax.main --config configs/dct_demo.py --workdir runs/dct_demo
+python -m freqjax.main --config configs/dct_demo.py:cifar10 --workdir runs/dct_cifar
+python -m freqjax.main --config configs/dct_demo.py --config.data=folder:/path/to/jpegs --workdir runs/x
 """
 
 import ml_collections

@@ -4,9 +4,9 @@ The config file's ``get_config(arg)`` returns an ``ml_collections.ConfigDict`` (
 picks a variant); any field can be overridden with ``--config.field=value`` (unknown fields are
 errors with a close match). ``config.mode`` (or ``--mode``) picks the job:
 
-    train      train and evaluate, resuming from WORKDIR (:func:`freqjax.train.train_and_evaluate`)
-    eval       evaluate the newest checkpoint in WORKDIR (:func:`freqjax.train.evaluate_checkpoint`)
-    input_bench  images/s of the input pipeline alone (:func:`freqjax.train.benchmark_input`)
+    train      train and evaluate, resuming from WORKDIR (:func:`freqjax.train.loop.train_and_evaluate`)
+    eval       evaluate the newest checkpoint in WORKDIR (:func:`freqjax.train.loop.evaluate_checkpoint`)
+    input_bench  images/s of the input pipeline alone (:func:`freqjax.train.loop.benchmark_input`)
     dct_demo   DCT input transform on real or synthetic images: libjpeg agreement, input
                compression (paper Table 7), throughput; see :mod:`freqjax.studies.dct_demo`.
 
@@ -17,6 +17,7 @@ and ``JAX_PROCESS_ID`` set (or ``FREQJAX_DISTRIBUTED=1`` under Slurm / TPU pods)
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 
@@ -27,26 +28,46 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 _MODE = flags.DEFINE_string("mode", None, "Override config.mode.")
 
-MODES = ("train", "eval", "input_bench", "dct_demo")
+# mode -> (module, function(config, workdir) -> result dict), imported when run.
+JOBS = {
+    "train": ("freqjax.train.loop", "train_and_evaluate"),
+    "eval": ("freqjax.train.loop", "evaluate_checkpoint"),
+    "input_bench": ("freqjax.train.loop", "benchmark_input"),
+    "dct_demo": ("freqjax.studies.dct_demo", "run_dct_demo"),
+}
+# A dct_demo config only runs the demo; a training config trains, evaluates or benchmarks its input.
+_MODES_OF = {"dct_demo": ("dct_demo",), "train": ("train", "eval", "input_bench")}
 
 
-def _train_or_eval(config, workdir: str, mode: str) -> None:
-    from absl import logging
+def choose_mode(config_mode: str | None, requested: str | None) -> str:
+    """The job to run: ``--mode`` if given, else ``config.mode``; ValueError if this config cannot run it."""
+    allowed = _MODES_OF["dct_demo" if config_mode == "dct_demo" else "train"]
+    mode = requested or config_mode
+    if mode not in allowed:
+        raise ValueError(f"mode must be one of {list(allowed)} for this config, got {mode!r}")
+    return mode
 
-    from freqjax.train import parallel
 
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
+def _run(config, workdir: str, mode: str) -> None:
+    """Run job ``mode``; the user's errors (bad config or data, a non-finite loss) are one line, exit 1."""
+    errors: tuple[type[BaseException], ...] = (ValueError, TypeError)
+    if mode != "dct_demo":
+        from absl import logging
 
-    parallel.initialize_distributed()
+        from freqjax.train import parallel
+        from freqjax.train.loop import NonFiniteError
+
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
+        parallel.initialize_distributed()
+        errors += (NonFiniteError,)
     import jax
 
-    from freqjax.train.loop import NonFiniteError, benchmark_input, evaluate_checkpoint, train_and_evaluate
-
-    run = {"train": train_and_evaluate, "eval": evaluate_checkpoint, "input_bench": benchmark_input}[mode]
+    module, name = JOBS[mode]
+    job = getattr(importlib.import_module(module), name)
     try:
-        result = run(config, workdir)
-    except (ValueError, TypeError, NonFiniteError) as err:
+        result = job(config, workdir)
+    except errors as err:
         # one clear line instead of a traceback: these are the user's config or data, not a bug
         print(f"freqjax.main: error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -67,19 +88,13 @@ def main(argv: list[str]) -> None:
         config_mode = config.get("mode")
     except OSError as err:  # ml_collections defers a missing config file's error to first use
         _fail(str(err).split("\n")[0] + ": " + " ".join(str(err).split("\n")[1:]))
-    mode = _MODE.value or config_mode
-    # a dct_demo config only runs the demo; a training config trains or evaluates
-    allowed = ("dct_demo",) if config_mode == "dct_demo" else ("train", "eval", "input_bench")
-    if mode not in allowed:
-        raise app.UsageError(f"mode must be one of {list(allowed)} for this config, got {mode!r}")
+    try:
+        mode = choose_mode(config_mode, _MODE.value)
+    except ValueError as err:
+        raise app.UsageError(str(err)) from None
     with config.unlocked():
         config.mode = mode
-    if mode == "dct_demo":
-        from freqjax.studies.dct_demo import run_dct_demo
-
-        run_dct_demo(config, _WORKDIR.value)
-    else:
-        _train_or_eval(config, _WORKDIR.value, mode)
+    _run(config, _WORKDIR.value, mode)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

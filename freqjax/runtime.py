@@ -32,7 +32,7 @@ from pathlib import Path
 __all__ = ["MALLOC_TUNABLES", "atomic_path", "cache_dir", "reexec_with_malloc_tuning"]
 
 # Huge pages and pinned thresholds, with mmap still on (freqjax's value before mmap was turned off;
-# benchmarks/malloc_tunables.py and tests/test_runtime.py compare the two).
+# benchmarks/malloc_tunables.py compares the two).
 MALLOC_THRESHOLDS = "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=4294967296:glibc.malloc.mmap_threshold=33554432"
 MALLOC_TUNABLES = MALLOC_THRESHOLDS + ":glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0"
 _OPT_OUT = "FREQJAX_MALLOC_TUNING"

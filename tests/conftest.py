@@ -1,9 +1,12 @@
-"""Test setup: 8 fake CPU devices, forced before jax is imported anywhere.
+"""Test setup: 8 fake CPU devices, forced before jax is imported anywhere; compiled programs freed per module.
 
 Multi-device code (meshes, sharded batches) is then exercised on any machine, CI included.
 """
 
+import gc
 import os
+
+import pytest
 
 # LLVM optimisation level 0: the suite is XLA-compile bound (a model's train step compiles for
 # 10-40 s on 2 cores, its tiny batch runs in well under one); level 0 compiled efficientnet_b0's
@@ -14,6 +17,18 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax
+import jax  # noqa: E402  (after XLA_FLAGS)
 
 assert jax.device_count() == 8, f"conftest expected 8 CPU devices, jax sees {jax.devices()}"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drop jit caches (compiled executables, traced models) after each test module.
+
+    Each module compiles its own models; kept for the whole session they grew each pytest worker
+    to 6-8 GB. Tests inside a module still share their compilations.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()

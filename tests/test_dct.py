@@ -316,3 +316,12 @@ def test_other_functions_reject_bad_input():
         dct.block_dct(np.zeros((12, 16)))
     with pytest.raises(ValueError, match="k must be"):
         dct.zigzag_order(70)
+
+
+def test_reference_path_agrees_with_rgb_to_dct():
+    from freqjax.data import grating_image
+
+    img, _ = grating_image(3, size=64)
+    ref = dct.reference_dct(img)
+    assert ref.shape == (8, 8, 192)
+    assert np.abs(np.round(np.asarray(dct.rgb_to_dct(img))) - ref).max() <= 4

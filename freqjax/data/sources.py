@@ -47,7 +47,7 @@ def parse_dataset(spec: object) -> tuple[str, str, str | None]:
         kind, _, rest = spec.partition(":")
         entry = SOURCES.get(kind)
         if entry is not None and bool(rest) == (entry.form != kind):
-            name, split = (rest.partition(":")[::2] if entry.has_split else (rest, ""))
+            name, split = rest.partition(":")[::2] if entry.has_split else (rest, "")
             return kind, name, split or None
         close = difflib.get_close_matches(kind, list(SOURCES), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close and close[0] != kind else ""

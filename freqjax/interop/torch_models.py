@@ -13,7 +13,13 @@ from typing import Any
 from freqjax.models import model_info
 from freqjax.models.efficientnet import EFUN_TABLES
 
-__all__ = ["timm_model"]
+__all__ = ["has_counterpart", "timm_model"]
+
+
+def has_counterpart(name: str) -> bool:
+    """Whether :func:`timm_model` can build a PyTorch twin of registered model ``name`` (no torch needed)."""
+    info = model_info(name)
+    return info.timm_name is not None or name in _BUILDERS or ("efun" if name == "lefun" else name) in EFUN_TABLES
 
 
 def timm_model(name: str, num_classes: int = 1000, front: str = "grouped") -> Any:
@@ -26,15 +32,14 @@ def timm_model(name: str, num_classes: int = 1000, front: str = "grouped") -> An
     from timm.models._efficientnet_builder import decode_arch_def
     from timm.models.efficientnet import EfficientNet
 
+    if not has_counterpart(name):
+        raise ValueError(f"model {name!r} has no PyTorch counterpart in freqjax.interop.torch_models")
     info = model_info(name)
     if info.timm_name is not None:
         return timm.create_model(info.timm_name, num_classes=num_classes).eval()
     if name in _BUILDERS:
         return _BUILDERS[name](num_classes).eval()
-    table_name = "efun" if name == "lefun" else name
-    if table_name not in EFUN_TABLES:
-        raise ValueError(f"model {name!r} has no PyTorch counterpart in freqjax.interop.torch_models")
-    table, head = EFUN_TABLES[table_name]
+    table, head = EFUN_TABLES["efun" if name == "lefun" else name]
     model = EfficientNet(
         block_args=decode_arch_def([list(stage) for stage in table]),
         num_features=head,

@@ -73,6 +73,7 @@ for _depth in (8, 14, 20):
             None,
             default_drop_rate=0.0,
             options=(("width", 16),),
+            variant_of=None if _depth == 8 else "cifar_resnet8",
         ),
         functools.partial(CifarResNet, (_depth - 2) // 6),
     )

@@ -100,7 +100,15 @@ register(
     functools.partial(MBNet, efficientnet_spec()),
 )
 register(
-    ModelInfo("efficientnet_b1", "rgb", 240, TIMM, "docs/reference.md §4; depth x1.1 at 240 px", "efficientnet_b1"),
+    ModelInfo(
+        "efficientnet_b1",
+        "rgb",
+        240,
+        TIMM,
+        "docs/reference.md §4; depth x1.1 at 240 px",
+        "efficientnet_b1",
+        variant_of="efficientnet_b0",
+    ),
     functools.partial(MBNet, efficientnet_spec(depth=1.1)),
 )
 for _name, _table in (
@@ -111,7 +119,11 @@ for _name, _table in (
     ("efun_variant_a", "Table 4 / 6"),
     ("efun_variant_b", "Table 5 / 6"),
 ):
-    register(ModelInfo(_name, "dct", 224, FUN, _table), functools.partial(MBNet, efun_spec(_name)))
+    # every eFUN table runs the same stemless DCT-input builder with inverted-residual blocks
+    _variant_of = None if _name == "efun" else "efun"
+    register(
+        ModelInfo(_name, "dct", 224, FUN, _table, variant_of=_variant_of), functools.partial(MBNet, efun_spec(_name))
+    )
 
 # LeFUN (Table 8). The text says each 8x8x1 block of a plane becomes 1x1x64 (grouped per plane,
 # 12,288 weights: 4,245,736 parameters); the table's 4.3M fits a full 192->192 layer better

@@ -181,15 +181,19 @@ def _xsep_model(
 
 for _w in ("050", "075", "100", "140"):
     _name = f"mobilenetv2_{_w}"
+    _variant_of = None if _w == "100" else "mobilenetv2_100"
     register(
-        ModelInfo(_name, "rgb", 224, TIMM, "docs/reference.md §4; MobileNetV2 paper", _name),
+        ModelInfo(_name, "rgb", 224, TIMM, "docs/reference.md §4; MobileNetV2 paper", _name, variant_of=_variant_of),
         functools.partial(MBNet, mobilenetv2_spec(int(_w) / 100)),
     )
 for _size in ("small", "large"):
     for _w in ("075", "100"):
         _name = f"mobilenetv3_{_size}_{_w}"
+        _variant_of = None if _w == "100" else f"mobilenetv3_{_size}_100"
         register(
-            ModelInfo(_name, "rgb", 224, TIMM, "docs/reference.md §4; MobileNetV3 paper", _name),
+            ModelInfo(
+                _name, "rgb", 224, TIMM, "docs/reference.md §4; MobileNetV3 paper", _name, variant_of=_variant_of
+            ),
             functools.partial(MBNet, mobilenetv3_spec(_size, int(_w) / 100)),
         )
 _XSEP_OPTIONS = (
@@ -203,7 +207,16 @@ _XSEP_OPTIONS = (
 )
 for _w, _width in XSEP_WIDTHS.items():
     _name = f"mobilenetv3_small_{_w}_xsep"
+    _variant_of = None if _w == "100" else "mobilenetv3_small_100_xsep"
     register(
-        ModelInfo(_name, "rgb", 224, XSEP, "docs/reference.md §7; paper Table 1, Fig. 3", options=_XSEP_OPTIONS),
+        ModelInfo(
+            _name,
+            "rgb",
+            224,
+            XSEP,
+            "docs/reference.md §7; paper Table 1, Fig. 3",
+            options=_XSEP_OPTIONS,
+            variant_of=_variant_of,
+        ),
         functools.partial(_xsep_model, _width),
     )

@@ -87,6 +87,15 @@ class MobileNetV1(StagedNet):
 for _w in ("025", "050", "075", "100"):
     _name = f"mobilenetv1_{_w}"
     register(
-        ModelInfo(_name, "rgb", 224, TIMM, "docs/reference.md §4; MSNet Table 2", _name if _w == "100" else None, 0.0),
+        ModelInfo(
+            _name,
+            "rgb",
+            224,
+            TIMM,
+            "docs/reference.md §4; MSNet Table 2",
+            _name if _w == "100" else None,
+            0.0,
+            variant_of=None if _w == "100" else "mobilenetv1_100",
+        ),
         functools.partial(MobileNetV1, width=int(_w) / 100),
     )

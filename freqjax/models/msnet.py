@@ -129,4 +129,9 @@ def _msnet(base: str, **kw) -> MSNet:
 
 for _name, (_base, _side) in BASES.items():
     _table = {"resnet18": "Table 1", "densenet121": "Table 3"}.get(_base, "Table 2")
-    register(ModelInfo(_name, "rgb", _side, PAPER, _table, default_drop_rate=0.0), functools.partial(_msnet, _base))
+    # MobileNetV1 widths share every code path with msnet_mobilenetv1_100
+    _variant_of = "msnet_mobilenetv1_100" if _base.startswith("mobilenetv1_") and _base != "mobilenetv1_100" else None
+    register(
+        ModelInfo(_name, "rgb", _side, PAPER, _table, default_drop_rate=0.0, variant_of=_variant_of),
+        functools.partial(_msnet, _base),
+    )

@@ -163,7 +163,16 @@ for _name, _block, _layers, _table in (
     ("resnet50", "bottleneck", (3, 4, 6, 3), "docs/reference.md §4 and 6; compression paper"),
 ):
     register(
-        ModelInfo(_name, "rgb", 224, TORCHVISION, _table, _name, default_drop_rate=0.0),
+        ModelInfo(
+            _name,
+            "rgb",
+            224,
+            TORCHVISION,
+            _table,
+            _name,
+            default_drop_rate=0.0,
+            variant_of="resnet18" if _name == "resnet34" else None,
+        ),
         functools.partial(_resnet, _block, _layers),
     )
 

@@ -170,12 +170,27 @@ for _w, _width in REXNET_WIDTHS.items():
     _name = f"rexnet_{_w}"
     _timm = _name if _w in ("100", "130", "150", "200", "300") else None
     register(
-        ModelInfo(_name, "rgb", 224, REXNET, "docs/reference.md §8; paper Table 5, README", _timm),
+        ModelInfo(
+            _name,
+            "rgb",
+            224,
+            REXNET,
+            "docs/reference.md §8; paper Table 5, README",
+            _timm,
+            variant_of=None if _w == "100" else "rexnet_100",
+        ),
         functools.partial(MBNet, rexnet_spec(_width)),
     )
 for _w, _width in REXNET_LITE_WIDTHS.items():
     _name = f"rexnet_lite_{_w}"
     register(
-        ModelInfo(_name, "rgb", 224, REXNET, "docs/reference.md §8; rexnetv1_lite.py, README"),
+        ModelInfo(
+            _name,
+            "rgb",
+            224,
+            REXNET,
+            "docs/reference.md §8; rexnetv1_lite.py, README",
+            variant_of=None if _w == "100" else "rexnet_lite_100",
+        ),
         functools.partial(MBNet, rexnet_spec(_width, lite=True)),
     )

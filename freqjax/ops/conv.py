@@ -207,12 +207,7 @@ _dense = _with_backward(_dense_forward, _dense_bwd)
 
 def _native_usable(x: jax.Array, w: jax.Array) -> bool:
     """The native kernels take float32 with C_out a multiple of :data:`freqjax.ops.native.LANES` (16)."""
-    return (
-        x.dtype == jnp.float32
-        and w.dtype == jnp.float32
-        and w.shape[-1] % native.LANES == 0
-        and native.available()
-    )
+    return x.dtype == jnp.float32 and w.dtype == jnp.float32 and w.shape[-1] % native.LANES == 0 and native.available()
 
 
 def _top_left(padding: Padding) -> tuple[int, int]:

@@ -6,7 +6,7 @@
     mom <- momentum * mom + lr_t * g / sqrt(ms + eps)
     w   <- w - mom
 
-How ``optax.rmsprop(lr, decay, eps, momentum=...)`` relates (checked in tests/test_optim.py):
+How ``optax.rmsprop(lr, decay, eps, momentum=...)`` relates (checked in tests/train/test_optim.py):
 
 1. Accumulator start: optax's default ``initial_scale=0.0`` starts ``ms`` at 0, so the first
    steps divide by ``sqrt((1 - decay) g^2 + eps)``: updates ~3x larger than TF's. TF (and timm's

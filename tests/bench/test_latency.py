@@ -76,6 +76,7 @@ def test_cli_rejects_bad_arguments(capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.bench  # needs a machine with more than one CPU the process may use
 def test_cli_threads_pin_the_process():
     # A fresh process, so the affinity is set before JAX starts its CPU client.
     code = (

@@ -12,9 +12,7 @@ from freqjax.bench.__main__ import main as bench_main
 def test_all_paths_side_by_side():
     pytest.importorskip("torch")
     pytest.importorskip("timm")
-    r = train_bench.bench_train_step(
-        "cifar_resnet8", batch=8, size=16, paths=train_bench.PATHS, repeats=1, warmup=0
-    )
+    r = train_bench.bench_train_step("cifar_resnet8", batch=8, size=16, paths=train_bench.PATHS, repeats=1, warmup=0)
     assert (r["batch"], r["size"], r["input_shape"]) == (8, 16, [16, 16, 3])
     for path in train_bench.PATHS:
         assert r[f"{path}_images_per_s"] > 0

@@ -230,3 +230,19 @@ def test_local_batch_size_errors():
         local_batch_size(8, 3)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         local_batch_size(0, 1)
+
+
+def test_synthetic_images_are_deterministic_and_random_access():
+    from freqjax.data import grating_image, grating_images
+
+    a, la = grating_images(6, size=32, seed=1)
+    b, lb = grating_images(3, size=32, seed=1, start=3)
+    np.testing.assert_array_equal(a[3:], b)
+    np.testing.assert_array_equal(la[3:], lb)
+    c, _ = grating_images(6, size=32, seed=2)
+    assert not np.array_equal(a, c)
+    assert a.dtype == np.uint8 and a.shape == (6, 32, 32, 3)
+    _, labels = grating_images(200, size=16, num_classes=10)
+    assert set(labels.tolist()) == set(range(10))
+    with pytest.raises(ValueError, match="num_classes"):
+        grating_image(0, num_classes=1)

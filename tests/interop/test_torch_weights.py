@@ -102,16 +102,23 @@ def randomise_batch_norm(module, torch):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_logits_equal_timm(name):
+def test_weights_load_strictly_and_logits_equal_timm(name):
+    from freqjax.interop.torch_models import has_counterpart, timm_model
+
+    if not has_counterpart(name):
+        pytest.skip(f"{name} has no PyTorch counterpart in freqjax.interop.torch_models")
     torch = pytest.importorskip("torch")
     pytest.importorskip("timm")
-    from freqjax.interop.torch_models import timm_model
 
     torch.manual_seed(0)
     reference = timm_model(name, num_classes=10)
     randomise_batch_norm(reference, torch)
-    variables = from_torch(reference.state_dict(), name)
+    variables = from_torch(reference.state_dict(), name)  # strict: every key and shape matches
     info = model_info(name)
+    if info.variant_of is not None:
+        # a width / depth variant runs the code of its base model, whose logits are compared; its
+        # own names and shapes were just checked by the strict conversion
+        return
     side = 8 if info.input_kind == "dct" else 64  # any size: parity does not depend on it
     x = np.random.default_rng(1).normal(size=(2, side, side, info.input_shape[-1])).astype(np.float32)
     with torch.inference_mode():

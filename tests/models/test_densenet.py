@@ -1,6 +1,6 @@
 """DenseNet-121: exact size, MACs, torchvision names, stage structure, the 1-pixel transition rule.
 
-Parity with timm's densenet121 is tests/test_convert.py::test_logits_equal_timm.
+Parity with timm's densenet121 is tests/interop/test_torch_weights.py::test_weights_load_strictly_and_logits_equal_timm.
 """
 
 import jax

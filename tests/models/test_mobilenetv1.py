@@ -1,7 +1,7 @@
 """MobileNetV1 (timm definition) at widths 0.25-1.0: exact size, MACs of MSNet Table 2, structure.
 
 Parity with timm (mobilenetv1_100 and timm's generator at the other widths) is
-tests/test_convert.py::test_logits_equal_timm.
+tests/interop/test_torch_weights.py::test_weights_load_strictly_and_logits_equal_timm.
 """
 
 import warnings

@@ -192,6 +192,7 @@ def test_buckets_bound_the_number_of_compiled_sub_batches():
     assert bucket_sizes(1) == (1,)
 
 
+@pytest.mark.bench
 def test_early_exits_take_less_wall_time_than_the_full_two_network_pass(net):
     model, variables, images, conf, *_ = net
     threshold = midpoints(conf, (4 / BATCH,))[0]  # 4 of 32 images go on to Network-H

@@ -1,6 +1,7 @@
 """ResNet-18/34/50 and ResFUN: exact sizes, MACs, torchvision weight import, structure, errors.
 
-Parity with timm for every registered model (these included) is tests/test_convert.py::test_logits_equal_timm.
+Parity with timm for every registered model (these included) is
+tests/interop/test_torch_weights.py::test_weights_load_strictly_and_logits_equal_timm.
 """
 
 import jax

@@ -137,7 +137,8 @@ def _parity(name, reference, side=32):
 
 
 # timm parity of all 11 names (timm's layout for rexnet_1xx..3xx, x0.9 and x2.2; the official one
-# for lite) is tests/test_convert.py::test_logits_equal_timm; here the official ReXNet-v1 layout.
+# for lite) is tests/interop/test_torch_weights.py::test_weights_load_strictly_and_logits_equal_timm;
+# here the official ReXNet-v1 layout.
 @pytest.mark.parametrize(("name", "width", "lite"), [("rexnet_090", 0.9, False)])
 def test_official_layout_logits_equal(name, width, lite):
     torch = pytest.importorskip("torch")

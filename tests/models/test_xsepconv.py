@@ -251,7 +251,8 @@ def test_cifar_option_ends_at_4x4_and_options_are_checked():
 
 @pytest.mark.parametrize("padding", ["original", "right_bottom"])
 def test_logits_equal_an_independent_pytorch_xsepconv(padding):
-    # The registered default (improved padding) is in tests/test_convert.py::test_logits_equal_timm.
+    # The registered default (improved padding) is in
+    # tests/interop/test_torch_weights.py::test_weights_load_strictly_and_logits_equal_timm.
     torch = pytest.importorskip("torch")
     pytest.importorskip("timm")
     from test_convert import randomise_batch_norm

@@ -340,7 +340,7 @@ def _run(code: str, **env) -> subprocess.CompletedProcess:
 FALLBACK = """
 import jax, jax.numpy as jnp
 from freqjax.ops import native
-from freqjax.models import cpu_conv
+from freqjax.ops import conv as cpu_conv
 x, w = jnp.ones((2, 6, 6, 16)), jnp.ones((3, 3, 16, 16))
 y = cpu_conv.conv(x, w, (1, 1), ((1, 1), (1, 1)))
 assert float(y[0, 2, 2, 0]) == 144.0

@@ -139,5 +139,3 @@ def _load() -> ctypes.CDLL | None:
 def available() -> bool:
     """Whether the native kernels are built and registered (builds them on first call; CPU only)."""
     return sys.platform != "win32" and _load() is not None
-
-
