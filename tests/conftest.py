@@ -17,7 +17,7 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402  (after XLA_FLAGS)
+import jax
 
 assert jax.device_count() == 8, f"conftest expected 8 CPU devices, jax sees {jax.devices()}"
 
