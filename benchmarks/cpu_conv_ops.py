@@ -14,7 +14,7 @@ native kernels ('native', :mod:`freqjax.ops.native`) and (dense shapes, if torch
 (native kernels), ``conv_impl('cpu')`` and ``conv_impl('xla')`` (or the ``--paths`` given, e.g.
 ``freqjax,torch``) several times in one process and prints the medians' ratios, which are
 steadier than one run on a noisy machine. Run with the entry points' malloc tuning exported
-(README, "CPU memory allocation") on an otherwise idle machine.
+(docs/native_kernels.md, CPU memory allocation) on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from freqjax.bench.latency import available_cpus
+from freqjax.bench.timing import available_cpus
 from freqjax.ops import conv as cpu_conv
 from freqjax.ops import conv_impl, native
 

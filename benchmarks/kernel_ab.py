@@ -1,8 +1,8 @@
 """Two builds of the native kernels side by side in one process: the before / after of a kernel change.
 
-    git show HEAD~1:freqjax/native/conv_kernels.cc > /tmp/before.cc
-    python benchmarks/kernel_ab.py step /tmp/before.cc freqjax/native/conv_kernels.cc --model cifar_resnet8
-    python benchmarks/kernel_ab.py op /tmp/before.cc freqjax/native/conv_kernels.cc --op winograd_forward \\
+    git show HEAD~1:freqjax/ops/native/kernels/conv_kernels.cc > /tmp/before.cc
+    python benchmarks/kernel_ab.py step /tmp/before.cc freqjax/ops/native/kernels/conv_kernels.cc --model cifar_resnet8
+    python benchmarks/kernel_ab.py op /tmp/before.cc freqjax/ops/native/kernels/conv_kernels.cc --op winograd_forward \\
         --shape 128,32,32,16 --c-out 16
 
 Both sources are compiled (``freqjax.ops.native.build``, cached by content) and registered under
@@ -13,7 +13,7 @@ noisy machine (the CI Xeon's speed drifts 1.5x over seconds, more than most kern
 kernel call on random data (3x3 kernels, ``--stride``, padding 1) and also reports the
 largest difference between the builds' outputs relative to the largest output. Prints medians
 and 10th percentiles, A (first source) against B. Run with the entry points' malloc tuning
-exported (README, "CPU memory allocation"). A source from before the kernels took packed
+exported (docs/native_kernels.md, CPU memory allocation). A source from before the kernels took packed
 16-channel operands (``freqjax.ops.native.packed``, commit 88c7d2e) needs ``--unpacked``.
 """
 

@@ -5,7 +5,7 @@
 Builds each model twice in one process, once with ``freqjax.models.layers.pointwise_conv`` (the
 library's path) and once with it swapped for ``lax.conv_general_dilated``, then times the jitted
 eval-mode forwards alternately (warm medians of 5, ms per image). Run it on an otherwise idle
-machine and with the entry points' malloc tuning exported (see README, "CPU memory allocation").
+machine and with the entry points' malloc tuning exported (see docs/native_kernels.md, CPU memory allocation).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from freqjax.bench.latency import _random_variables
-from freqjax.models import create_model, layers, model_info
+from freqjax.models import abstract_variables, create_model, layers, model_info, random_variables
 
 
 def conv_pointwise(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
@@ -39,7 +38,7 @@ def main() -> None:
     for name in args.models.split(","):
         model = create_model(name)
         x = jnp.asarray(np.random.default_rng(0).normal(size=(args.batch, *model_info(name).input_shape)), jnp.float32)
-        variables = _random_variables(model, x)
+        variables = jax.device_put(random_variables(abstract_variables(model, x.shape), seed=1))
         forwards = {}
         for label, pointwise in (("conv", conv_pointwise), ("gemm", gemm_pointwise)):
             layers.pointwise_conv = pointwise  # read by layers.Conv at trace time

@@ -6,7 +6,7 @@
 ``cifar10`` (default) reads ``folder:../shared/data/cifar10-jpeg`` (train/ and test/, 32x32 JPEGs),
 trains ``cifar_resnet8`` (78k params, 12.5 MMACs) for 5 epochs with pad-4 crop + flip, Nesterov SGD
 and a cosine schedule: on a 2-core EPYC it passes 70 % test top-1 after epoch 4 (about 2 min 50 s)
-and ends at about 72 % in about 3 min 30 s; a 2-core Xeon took 5.5-6.5 min (README, Training).
+and ends at about 72 % in about 3 min 30 s; a 2-core Xeon took 5.5-6.5 min (docs/training.md).
 ``synthetic`` needs no data: the loss falls and accuracy rises on grating images within a couple
 of minutes.
 """
@@ -38,7 +38,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
     c.worker_count = 1
     if arg == "cifar10":
         c.dataset = "folder:../shared/data/cifar10-jpeg"
-        c.decode_cache = True  # decode the 60,000 JPEGs once, not every epoch (README, Training)
+        c.decode_cache = True  # decode the 60,000 JPEGs once, not every epoch (docs/training.md)
         c.batch_size = 128
         c.num_epochs = 5.0
         c.learning_rate = 0.1

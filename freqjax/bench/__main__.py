@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
         "--paths",
         type=_names,
         default=list(DEFAULT_PATHS),
-        help=f"subset of {','.join(PATHS)} (freqjax_cpu: conv_impl('cpu'), no native kernels)",
+        help=f"subset of {','.join(PATHS)} (freqjax_native / _cpu / _xla: that conv_impl; freqjax: the default)",
     )
     ts.add_argument("--repeats", type=_positive, default=5)
     ts.add_argument("--warmup", type=int, default=8, help="untimed steps after compilation (the first ~5 are slow)")

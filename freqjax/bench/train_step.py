@@ -1,11 +1,13 @@
 """Training-step throughput: freqjax's CPU path, XLA's own convolutions and PyTorch, side by side.
 
 :func:`bench_train_step` times one model's full SGD training step (forward in train mode with
-batch statistics, softmax cross-entropy, backward, momentum update) in three ways, in one
+batch statistics, softmax cross-entropy, backward, momentum update) along several paths, in one
 process, on the same random batch and the same CPU threads:
 
-- ``freqjax``: the default path (on CPU the native conv kernels of :mod:`freqjax.ops.native`, and
-  the :mod:`freqjax.ops.conv` formulations where they do not apply);
+- ``freqjax``: the default path (:mod:`freqjax.ops.backend`: on an AVX-512 CPU the native conv
+  kernels of :mod:`freqjax.ops.native`, elsewhere the :mod:`freqjax.ops.conv` formulations);
+- ``freqjax_native``: the same model traced under ``conv_impl('native')`` (the native kernels
+  wherever they apply, also on CPUs where they are not the default);
 - ``freqjax_cpu``: the same model traced under ``conv_impl('cpu')``: the XLA-op formulations
   only, no native kernels (optional, to see what the kernels add);
 - ``freqjax_xla``: the same model traced under ``conv_impl('xla')``, i.e. XLA's own
@@ -41,9 +43,9 @@ __all__ = [
     "run_train_step",
 ]
 
-PATHS = ("freqjax", "freqjax_cpu", "freqjax_xla", "torch")
+PATHS = ("freqjax", "freqjax_native", "freqjax_cpu", "freqjax_xla", "torch")
 DEFAULT_PATHS = ("freqjax", "freqjax_xla", "torch")
-_PATH_IMPL = {"freqjax": None, "freqjax_cpu": "cpu", "freqjax_xla": "xla"}
+_PATH_IMPL = {"freqjax": None, "freqjax_native": "native", "freqjax_cpu": "cpu", "freqjax_xla": "xla"}
 NUM_CLASSES = 10
 
 
@@ -196,6 +198,7 @@ def bench_train_step(
 
 _HEADERS = {
     "freqjax": "freqjax",
+    "freqjax_native": "freqjax, native kernels",
     "freqjax_cpu": "freqjax, no native kernels",
     "freqjax_xla": "freqjax, XLA convs",
     "torch": "PyTorch",

@@ -129,8 +129,12 @@ def _msnet(base: str, **kw) -> MSNet:
 
 for _name, (_base, _side) in BASES.items():
     _table = {"resnet18": "Table 1", "densenet121": "Table 3"}.get(_base, "Table 2")
-    # MobileNetV1 widths share every code path with msnet_mobilenetv1_100
-    _variant_of = "msnet_mobilenetv1_100" if _base.startswith("mobilenetv1_") and _base != "mobilenetv1_100" else None
+    # MobileNetV1 widths share every code path with msnet_mobilenetv1_100; MS-DenseNet-121 combines
+    # the MSNet wrapper of msnet_resnet18 with densenet121's stages, both trained on their own in
+    # the train-mode test (its forward is compared with PyTorch in tests/models/test_msnet.py)
+    _variant_of = {"mobilenetv1_100": None, "resnet18": None, "densenet121": "msnet_resnet18"}.get(
+        _base, "msnet_mobilenetv1_100"
+    )
     register(
         ModelInfo(_name, "rgb", _side, PAPER, _table, default_drop_rate=0.0, variant_of=_variant_of),
         functools.partial(_msnet, _base),

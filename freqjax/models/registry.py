@@ -35,9 +35,10 @@ class ModelInfo:
         default_drop_rate: dropout before the classifier used when ``drop_rate`` is not given.
         options: model-specific keyword arguments ``create_model`` accepts, with defaults.
         family: the module that registered it ('resnet', 'efficientnet', ...); set by :func:`register`.
-        variant_of: the registered model this one differs from only in width or depth multipliers
-            (every code path shared), or None. Tests that build every architecture once (the
-            train-mode test) skip variants; a model that leaves it None is always tested.
+        variant_of: the registered model whose code this one runs with other widths, depths or
+            stage tables (or, for a combination, one of the models whose code it combines), or None.
+            Tests that train every architecture once (the train-mode test) skip variants; a model
+            that leaves it None is always tested.
     """
 
     name: str

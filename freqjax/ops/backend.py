@@ -17,8 +17,11 @@ How the implementation is chosen, in order:
    is part of ``jax.jit``'s cache key, so a jitted function retraces rather than reusing a trace
    of another implementation.
 2. Otherwise the backend's default: ``'xla'`` on GPU and TPU; on the CPU ``'native'`` with one
-   device and ``'cpu'`` with several (XLA's SPMD partitioner cannot split an FFI call's batch, so a
-   sharded batch would be gathered and every device would compute all of it).
+   device on a CPU with AVX-512 (what the kernels are tuned for,
+   :func:`freqjax.ops.native.tuned_for_this_cpu`), and ``'cpu'`` on other CPUs (on an AVX2-only
+   AMD EPYC the kernels made the quick CIFAR ResNet's step 3x slower than ``'cpu'``; figures in
+   docs/native_kernels.md) and with several devices (XLA's SPMD partitioner cannot split an FFI
+   call's batch, so a sharded batch would be gathered and every device would compute all of it).
 3. ``'native'`` needs the kernels: they are compiled on first use with the system's C++ compiler;
    without one, or with ``FREQJAX_NATIVE=0`` in the environment, ``'native'`` runs as ``'cpu'``
    (with one warning when the build fails).
@@ -30,6 +33,8 @@ import contextlib
 from collections.abc import Iterator
 
 import jax
+
+from freqjax.ops.native.build import tuned_for_this_cpu
 
 __all__ = ["CONV_IMPLS", "conv_impl", "resolve_conv_impl"]
 
@@ -64,5 +69,5 @@ def resolve_conv_impl(impl: str | None = None) -> str:
     if impl is None and jax.default_backend() != "cpu":
         impl = "xla"
     if impl is None:
-        impl = "native" if jax.device_count() == 1 else "cpu"
+        impl = "native" if jax.device_count() == 1 and tuned_for_this_cpu() else "cpu"
     return impl

@@ -3,9 +3,10 @@
 A training-mode BatchNorm needs two per-channel reductions over (N, H, W) in the forward pass
 (sum x, sum x^2 for the statistics) and two in the backward pass (sum dz, sum dz * x for the
 gradients of the normalisation's per-channel scale and shift). XLA's CPU backend runs each as a
-reduction fusion of its own at 0.2-0.5 ms per CIFAR-sized activation; the native kernel does both
-sums of a pair in one pass, 3-6x faster (README, Benchmarks). :class:`freqjax.models.layers.BatchNorm`
-uses these functions where the native kernels run (:func:`applies`), flax's formulation elsewhere.
+reduction fusion of its own; the native kernel does both sums of a pair in one pass
+(``python benchmarks/cpu_conv_ops.py ablation``, benchmarks/README.md).
+:class:`freqjax.models.layers.BatchNorm` uses these functions where the native kernels run
+(:func:`applies`), flax's formulation elsewhere.
 """
 
 from __future__ import annotations

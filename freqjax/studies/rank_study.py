@@ -33,7 +33,7 @@ every ratio from 0.6); ``rtol`` (a float) keeps that measure available for compa
 Our own choices, none of them in the paper: W and X standard normal, training-mode BN with
 scale 1 and bias 0, N = ``rows_per_channel`` * d_out, and the presets' d_out ranges.
 
-What it shows (small preset, see README): every nonlinearity lifts the 1x1 rank far above
+What it shows (small preset, see docs/rexnet_xsepconv.md): every nonlinearity lifts the 1x1 rank far above
 d_in / d_out, but the rank saturates, so the activations differ only at the smallest ratio
 (d_in of 2-5): there ELU (0.987) > ReLU6 (0.982), while SiLU (0.895) < ReLU6 in float32. SiLU's
 trailing singular values (1e-9 to 1e-7 of the largest) sit below the float32 cut; in float64

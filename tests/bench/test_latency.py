@@ -66,7 +66,7 @@ def test_cli_no_torch_json(capsys):
         (["--models", "efun,resnet9000"], "unknown model name 'resnet9000'"),
         (["--batch", "0"], "positive integer"),
         (["--threads", "4096"], "--threads 4096 is more than"),
-        (["--depthwise-impl", "fft"], "invalid choice"),
+        (["--conv-impl", "fft"], "invalid choice"),
     ],
 )
 def test_cli_rejects_bad_arguments(capsys, args, message):

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from torch_parity import randomise_batch_norm
 
 from freqjax.interop.torch_weights import from_torch
 from freqjax.models import create_model, list_models, model_info
@@ -87,18 +88,6 @@ def test_bad_arguments():
 
 
 # ----------------------------------------------------------------------------- parity with timm
-
-
-def randomise_batch_norm(module, torch):
-    """Non-trivial BN statistics and affine so a wrong BN mapping cannot pass."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen))
-                m.running_var.copy_(1.0 + torch.rand(m.running_var.shape, generator=gen))
-                m.weight.copy_(0.5 + 0.5 * torch.rand(m.weight.shape, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
 
 
 @pytest.mark.parametrize("name", list_models())

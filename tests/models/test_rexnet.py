@@ -123,7 +123,7 @@ def test_reference_key_rules_without_torch():
 
 def _parity(name, reference, side=32):
     torch = pytest.importorskip("torch")
-    from test_convert import randomise_batch_norm
+    from torch_parity import randomise_batch_norm
 
     randomise_batch_norm(reference, torch)
     variables = from_torch(reference.state_dict(), name)

@@ -255,7 +255,7 @@ def test_logits_equal_an_independent_pytorch_xsepconv(padding):
     # tests/interop/test_torch_weights.py::test_weights_load_strictly_and_logits_equal_timm.
     torch = pytest.importorskip("torch")
     pytest.importorskip("timm")
-    from test_convert import randomise_batch_norm
+    from torch_parity import randomise_batch_norm
 
     from freqjax.interop.torch_models import xsep_reference
     from freqjax.interop.torch_weights import from_torch

@@ -8,7 +8,7 @@
 a machine without a compiler. ``FREQJAX_NATIVE=0`` turns them off.
 """
 
-from freqjax.ops.native.build import SOURCE, available, build, register_library
+from freqjax.ops.native.build import SOURCE, available, build, register_library, tuned_for_this_cpu
 from freqjax.ops.native.ffi import (
     LANES,
     channel_sums,
@@ -39,6 +39,7 @@ __all__ = [
     "packs",
     "register_library",
     "repeat_vector",
+    "tuned_for_this_cpu",
     "winograd_forward",
     "winograd_weight_grad",
 ]

@@ -2,7 +2,7 @@
 //
 // On the small-channel shapes of CNN training (16-64 channels, 8-32 pixels a side) XLA CPU's
 // generic convolution and its gradients are 1.5-3x slower than these kernels, its grouped
-// (depthwise) convolution far more (README, Benchmarks: benchmarks/cpu_conv_ops.py ops). The dense
+// (depthwise) convolution far more (benchmarks/README.md: benchmarks/cpu_conv_ops.py ops). The dense
 // kernels keep a block of output pixels x output channels in vector registers and stream the
 // kernel taps and input channels over them, the classic register-blocked direct convolution; the
 // depthwise ones stream pixels for one vector of channels at a time. Stride-1 3x3 dense convs
@@ -237,7 +237,7 @@ FREQJAX_INLINE void ForwardRow(const Geometry& g, const float* x_img, const floa
                         cols.end);
   };
   for (int64_t o = 0; o < inner.begin; ++o) edge(o);
-  // 12-24 accumulators. With 4 vectors, 6 pixels rather than 4: on the README's EPYC (AVX-512) a
+  // 12-24 accumulators. With 4 vectors, 6 pixels rather than 4: on a 2-core EPYC a
   // 4x4 block ran at about half the FMA rate of 6x4 in a standalone loop, and 64-channel layers
   // 1.2x slower (A/B of two builds in one process; neither harness is in the repository).
   constexpr int RB = CB == 1 ? 12 : (CB == 2 ? 8 : 6);
@@ -663,8 +663,8 @@ FREQJAX_INLINE void WinogradOutput(const Geometry& g, const float* m, int64_t ti
 // 0, -1, 1, 1/2, -2 (and infinity) rather than Lavin & Gray's 0, +-1, +-2: their transforms are a
 // fifth longer but round 2-3x less (float32 relative error vs float64 ~2e-6 where the usual points
 // give ~5e-6 at 16-32 input channels, F(2x2) ~3e-7). It serves convs with few input channels
-// (kWino43MaxCin), where F(2x2) is bound by its transforms rather than its products: on the Xeon of
-// the README 1.29x F(2x2)'s speed at 128x32x32x16 -> 16 and 1.50x at 128x16x16x32 -> 32; at 64
+// (kWino43MaxCin), where F(2x2) is bound by its transforms rather than its products: on a 2-core
+// Xeon (benchmarks/kernel_ab.py op) 1.29x F(2x2)'s speed at 128x32x32x16 -> 16 and 1.50x at 128x16x16x32 -> 32; at 64
 // channels 1.25x at 32x56x56x64 but 0.88x at 128x8x8x64 (too few tiles per image), so 64 and more
 // keep F(2x2) for now (benchmarks/kernel_ab.py op).
 constexpr int64_t kWino43MaxCin = 32;
@@ -885,7 +885,7 @@ ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ff
 // read as zeros (`zeros`, a pixel's worth). Consecutive tiles of a tile row overlap by two columns,
 // so B^T p's columns 2 and 3 of one tile are carried over as columns 0 and 1 of the next instead
 // of being loaded and combined again: half the loads, and 1.18x faster weight gradients at 16
-// channels on the Xeon of the README (in-process A/B of two builds; the same change made the
+// channels on a 2-core Xeon (in-process A/B of two builds; the same change made the
 // forward's transform, whose loop runs tiles outside channel vectors, 0.87x at 32 channels).
 void WinogradGradInputTransform(const Geometry& g, const float* x_img, int64_t tile_cols, int64_t t0, int tiles,
                                 const float* zeros, int64_t v_step, float* v) {
@@ -1226,7 +1226,7 @@ ffi::Error ChannelSumsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::B
 }
 
 // out = `times` copies of v back to back, times = len(out) / len(v): per-channel BatchNorm vectors
-// tiled to the packed (..., 32) view of 16-channel activations (freqjax/native/__init__.py,
+// tiled to the packed (..., 32) view of 16-channel activations (freqjax/ops/native/ffi.py,
 // repeat_vector). A copy XLA cannot see into, so its loop fusions read the tiled vector instead of
 // recomputing it per element from the 16 floats (which the emitter compiles slowly).
 ffi::Error RepeatVectorImpl(ffi::Buffer<ffi::F32> v, ffi::ResultBuffer<ffi::F32> out) {
