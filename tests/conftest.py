@@ -3,6 +3,8 @@
 Multi-device code (meshes, sharded batches) is then exercised on any machine, CI included.
 """
 
+import ctypes
+import ctypes.util
 import gc
 import os
 
@@ -22,6 +24,26 @@ import jax
 assert jax.device_count() == 8, f"conftest expected 8 CPU devices, jax sees {jax.devices()}"
 
 
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if os.name == "posix" else None
+
+
+def _return_freed_memory() -> None:
+    """glibc keeps freed heap pages (XLA's compiler frees gigabytes) unless asked to give them back."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+@pytest.fixture(autouse=True)
+def _trim_after_each_test(request):
+    """Give freed memory back after every test; in modules that compile a new model per test
+    (``FREE_COMPILED_AFTER_EACH_TEST = True``) drop the compiled programs too."""
+    yield
+    if getattr(request.module, "FREE_COMPILED_AFTER_EACH_TEST", False):
+        jax.clear_caches()
+        gc.collect()
+    _return_freed_memory()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():
     """Drop jit caches (compiled executables, traced models) after each test module.
@@ -32,3 +54,4 @@ def _free_compiled_programs():
     yield
     jax.clear_caches()
     gc.collect()
+    _return_freed_memory()

@@ -49,7 +49,8 @@ def module_names(root: Path, package: str) -> dict[str, Path]:
 def import_graph(root: Path, package: str) -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
     """(module -> the package's modules it imports, [(module, imported module, private name)]).
 
-    ``from a.b import c`` is an edge to ``a.b.c`` where that is a module, else to ``a.b``. A name
+    ``from a.b import c`` is an edge to ``a.b.c`` where that is a module, else to ``a.b``; a package
+    that imports all its modules with ``pkgutil.iter_modules(__path__)`` has an edge to each. A name
     starting with one underscore taken from another module (imported, or read as ``module._name``
     from an imported module) is reported as private.
     """
@@ -57,8 +58,12 @@ def import_graph(root: Path, package: str) -> tuple[dict[str, set[str]], list[tu
     graph: dict[str, set[str]] = {}
     private: list[tuple[str, str, str]] = []
     for name, path in modules.items():
-        tree = ast.parse(path.read_text(), str(path))
+        source = path.read_text()
+        tree = ast.parse(source, str(path))
         edges, aliases, names = _imports(tree, package, modules)
+        if path.name == "__init__.py" and "iter_modules(__path__)" in source:
+            # a package that imports every one of its modules (freqjax.models finds its families so)
+            edges |= {m for m in modules if m.rpartition(".")[0] == name}
         graph[name] = edges - {name}
         taken = names + [
             (aliases[node.value.id], node.attr)
@@ -189,8 +194,12 @@ def test_the_checks_find_a_planted_cycle_upward_import_and_private_name(tmp_path
         )
     )
     (pkg / "bench" / "timing.py").write_text("_clock = None\n")
+    # and a package that imports all its modules, one of which imports the package back
+    (pkg / "data").mkdir()
+    (pkg / "data" / "__init__.py").write_text("import pkgutil\nfor m in pkgutil.iter_modules(__path__):\n    pass\n")
+    (pkg / "data" / "c.py").write_text("from freqjax.data import something\n")
     graph, private = import_graph(pkg, "freqjax")
-    assert find_cycles(graph) == [["freqjax.models.a", "freqjax.models.b"]]
+    assert find_cycles(graph) == [["freqjax.data", "freqjax.data.c"], ["freqjax.models.a", "freqjax.models.b"]]
     assert upward_imports(graph) == ["freqjax.models.b (layer 3) imports freqjax.bench.timing (layer 0)"]
     assert private == [("freqjax.models.b", "freqjax.bench.timing", "_clock")]
 

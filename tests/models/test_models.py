@@ -13,6 +13,9 @@ from freqjax.models import count_macs, count_params, create_model, list_models, 
 from freqjax.models.blocks import BlockArgs, decode_block, decode_stages
 from freqjax.models.layers import depthwise_conv, make_divisible, pointwise_conv
 
+# each test compiles models of its own: free them after each (tests/conftest.py)
+FREE_COMPILED_AFTER_EACH_TEST = True
+
 # docs/reference.md section 2 and 4: trainable parameters at 1000 classes and MACs at the default size.
 PARAMS = {
     "efun": 4_233_448,
