@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 import gc
 import os
+import time
 
 import pytest
 
@@ -33,12 +34,16 @@ def _return_freed_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
+# A test that ran this long compiled something big (a model's train step); its programs are freed
+# at once rather than at the end of the module. Short tests keep sharing their compilations.
+_LONG_TEST_S = 5.0
+
+
 @pytest.fixture(autouse=True)
-def _trim_after_each_test(request):
-    """Give freed memory back after every test; in modules that compile a new model per test
-    (``FREE_COMPILED_AFTER_EACH_TEST = True``) drop the compiled programs too."""
+def _free_memory_after_each_test():
+    start = time.perf_counter()
     yield
-    if getattr(request.module, "FREE_COMPILED_AFTER_EACH_TEST", False):
+    if time.perf_counter() - start > _LONG_TEST_S:
         jax.clear_caches()
         gc.collect()
     _return_freed_memory()

@@ -31,16 +31,20 @@ def abstract_variables(model: nn.Module, input_shape: Sequence[int], **call_kwar
 
 
 def random_variables(shapes: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
-    """Numpy arrays for every leaf of ``shapes`` (e.g. :func:`abstract_variables`): kernels
-    He-normal with fan-out (torchvision's ResNet and timm's EfficientNet initialisation), BatchNorm
-    scales and variances 1, everything else 0."""
+    """Numpy arrays for every leaf of ``shapes`` (e.g. :func:`abstract_variables`): conv kernels
+    He-normal with fan-out (torchvision's ResNet and timm's EfficientNet initialisation), dense
+    kernels normal with variance 1 / fan-in (logits of unit scale), BatchNorm scales and variances
+    1, everything else 0."""
     rng = np.random.default_rng(seed)
 
     def fill(path, leaf) -> np.ndarray:
         name = str(getattr(path[-1], "key", path[-1]))
         if name == "kernel":
-            fan_out = leaf.shape[-1] * int(np.prod(leaf.shape[:-2]))
-            return (rng.standard_normal(leaf.shape, np.float32) * np.sqrt(2.0 / fan_out)).astype(leaf.dtype)
+            if len(leaf.shape) == 2:
+                std = np.sqrt(1.0 / leaf.shape[0])
+            else:
+                std = np.sqrt(2.0 / (leaf.shape[-1] * int(np.prod(leaf.shape[:-2]))))
+            return (rng.standard_normal(leaf.shape, np.float32) * std).astype(leaf.dtype)
         return np.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(fill, shapes)

@@ -10,9 +10,6 @@ from freqjax.interop.torch_weights import from_torch
 from freqjax.models import create_model, list_models, model_info
 from freqjax.models.naming import torch_key
 
-# each test compiles models of its own: free them after each (tests/conftest.py)
-FREE_COMPILED_AFTER_EACH_TEST = True
-
 
 def numpy_state_dict(name, num_classes=10, **options):
     """A synthetic state_dict with the names and layouts freqjax expects (no torch needed)."""

@@ -9,12 +9,17 @@ import optax
 import pytest
 
 from freqjax import dct
-from freqjax.models import count_macs, count_params, create_model, list_models, model_info
+from freqjax.models import (
+    abstract_variables,
+    count_macs,
+    count_params,
+    create_model,
+    list_models,
+    model_info,
+    random_variables,
+)
 from freqjax.models.blocks import BlockArgs, decode_block, decode_stages
 from freqjax.models.layers import depthwise_conv, make_divisible, pointwise_conv
-
-# each test compiles models of its own: free them after each (tests/conftest.py)
-FREE_COMPILED_AFTER_EACH_TEST = True
 
 # docs/reference.md section 2 and 4: trainable parameters at 1000 classes and MACs at the default size.
 PARAMS = {
@@ -42,11 +47,6 @@ GMACS = {
 # Paper figures (millions, one decimal) for the models without an exact reference count. LeFUN's
 # 4.3M fits the full 192->192 front; the default grouped front (the paper's text) gives 4.2M.
 PAPER_MILLIONS = {"efun_variant_a": (5.3, {}), "efun_variant_b": (5.6, {}), "lefun": (4.3, {"front": "full"})}
-
-
-def abstract_variables(model, shape):
-    x = jax.ShapeDtypeStruct(shape, jnp.float32)
-    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
 
 
 def params_of(name, **kw):
@@ -242,7 +242,9 @@ def test_train_mode_steps_reduce_the_loss(name):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(8, side, side, info.input_shape[-1])), jnp.float32)
     labels = jnp.arange(8) % 4
-    variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)
+    # numpy initial values (He-normal convs, unit-scale logits): compiling model.init would take
+    # a third of this test's time
+    variables = jax.tree.map(jnp.asarray, random_variables(abstract_variables(model, x.shape), seed=0))
     tx = optax.adam(1e-3)
 
     def forward(params, batch_stats, key):

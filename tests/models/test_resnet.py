@@ -10,18 +10,13 @@ import numpy as np
 import pytest
 
 from freqjax.interop.torch_weights import from_torch
-from freqjax.models import count_macs, count_params, create_model, model_info
+from freqjax.models import abstract_variables, count_macs, count_params, create_model, model_info
 from freqjax.models.resnet import BasicBlock, Bottleneck
 
 # docs/reference.md section 3 and 4 (torchvision's counts; ResFUN's decision gives the paper's 10.4M).
 PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "resfun": 10_397_672}
 # (model, side) -> GMACs: docs/reference.md section 4 at 224; MSNet Table 1 at 256 (2,386 M).
 GMACS = {("resnet18", 224): 1.814, ("resnet18", 256): 2.386, ("resnet34", 224): 3.664, ("resnet50", 224): 4.089}
-
-
-def abstract_variables(model, shape):
-    x = jax.ShapeDtypeStruct(shape, jnp.float32)
-    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))

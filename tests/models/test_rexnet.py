@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from freqjax.interop.torch_weights import from_torch
-from freqjax.models import count_macs, count_params, create_model, list_models, model_info
+from freqjax.models import abstract_variables, count_macs, count_params, create_model, list_models, model_info
 from freqjax.models.blocks import BlockArgs, ReXNetBottleneck
 from freqjax.models.rexnet import reference_to_freqjax_keys, rexnet_channels
 
@@ -24,11 +24,6 @@ REXNET = {
     "rexnet_lite_150": (8_332_296, 0.836),
     "rexnet_lite_200": (12_966_200, 1.498),
 }
-
-
-def abstract_variables(model, shape):
-    x = jax.ShapeDtypeStruct(shape, jnp.float32)
-    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
 
 
 def test_all_eleven_names_are_registered():

@@ -16,9 +16,6 @@ from freqjax.models.layers import Conv
 from freqjax.ops import conv as cpu_conv
 from freqjax.ops import conv_impl, resolve_conv_impl
 
-# each test compiles models of its own: free them after each (tests/conftest.py)
-FREE_COMPILED_AFTER_EACH_TEST = True
-
 
 def _values_and_grads(f, x, w):
     """f(x, w), d/dx and d/dw of sum(sin(f)) (a non-trivial cotangent)."""

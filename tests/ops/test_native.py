@@ -23,9 +23,6 @@ from freqjax.models.layers import BatchNorm, Conv
 from freqjax.ops import conv as cpu_conv
 from freqjax.ops import conv_impl, native, resolve_conv_impl
 
-# each test compiles programs of its own: free them after each (tests/conftest.py)
-FREE_COMPILED_AFTER_EACH_TEST = True
-
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels need a C++ compiler")
 
 
