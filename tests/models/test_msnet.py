@@ -5,13 +5,13 @@ so each jitted piece compiles once.
 """
 
 import itertools
-import math
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from msnet_weights import spread_variables
 
 from freqjax.models import count_macs, count_params, create_model, list_models, model_info
 from freqjax.models.msnet import MSNet, downsample2, upsample_to
@@ -27,28 +27,10 @@ from freqjax.models.msnet_infer import (
 SIDE, BATCH, CLASSES = 64, 32, 10
 
 
-def random_variables(model, shape, seed=0, logit_scale=3.0):
-    """Random variables without compiling ``init``: He-scaled kernels, non-trivial BN, spread logits."""
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape)))
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name = path[-1].key
-        if name == "kernel":
-            fan_in = math.prod(leaf.shape[:-1])
-            gain = logit_scale if any(getattr(p, "key", "") in ("fc", "classifier") for p in path) else math.sqrt(2)
-            return jnp.asarray(rng.normal(size=leaf.shape) * gain / math.sqrt(fan_in), jnp.float32)
-        if name in ("scale", "var"):
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
-        return jnp.asarray(0.1 * rng.normal(size=leaf.shape), jnp.float32)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 @pytest.fixture(scope="module")
 def net():
     model = create_model("msnet_resnet18", num_classes=CLASSES)
-    variables = random_variables(model, (1, SIDE, SIDE, 3))
+    variables = spread_variables(model, (SIDE, SIDE, 3))
     images = np.random.default_rng(1).normal(size=(BATCH, SIDE, SIDE, 3)).astype(np.float32)
     conf, pred_low, pred_high = two_exit_predictions(model, variables, images)
     return model, variables, images, conf, pred_low, pred_high
@@ -123,19 +105,17 @@ def test_logits_equal_an_independent_pytorch_msnet(name):
     # floor pooling: zero-pad), so both alignment rules are checked against PyTorch.
     torch = pytest.importorskip("torch")
     pytest.importorskip("timm")
+    from torch_parity import randomise_batch_norm
+
     from freqjax.interop.torch_models import timm_model
     from freqjax.interop.torch_weights import from_torch
 
     torch.manual_seed(0)
     reference = timm_model(name, num_classes=CLASSES)
-    gen = torch.Generator().manual_seed(0)
+    randomise_batch_norm(reference, torch)
     with torch.no_grad():
         for m in reference.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen))
-                m.running_var.copy_(1.0 + torch.rand(m.running_var.shape, generator=gen))
-                m.weight.copy_(0.5 + 0.5 * torch.rand(m.weight.shape, generator=gen))
-            elif isinstance(m, torch.nn.Linear):
+            if isinstance(m, torch.nn.Linear):
                 m.weight.mul_(20.0)  # logits of a useful scale (timm's classifier init is tiny)
     variables = from_torch(reference.state_dict(), name)  # num_classes read from low.fc / low.classifier
     x = np.random.default_rng(2).normal(size=(2, 96, 96, 3)).astype(np.float32)

@@ -1,39 +1,20 @@
 """MSNet's threshold sweep (freqjax.studies.msnet_sweep) on a random-weight msnet_resnet18."""
 
-import math
-
-import jax
 import numpy as np
 import pytest
+from msnet_weights import spread_variables
 
-from freqjax.models import abstract_variables, count_macs, create_model
+from freqjax.models import count_macs, create_model
 from freqjax.models.msnet_infer import two_exit_predictions
 from freqjax.studies.msnet_sweep import sweep
 
 SIDE, BATCH, CLASSES = 32, 16, 10
 
 
-def spread_variables(model, seed=0, logit_scale=3.0):
-    """He-scaled kernels, non-trivial BN and spread logits, so confidences differ between images."""
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name = path[-1].key
-        if name == "kernel":
-            fan_in = math.prod(leaf.shape[:-1])
-            gain = logit_scale if any(getattr(p, "key", "") in ("fc", "classifier") for p in path) else math.sqrt(2)
-            return (rng.normal(size=leaf.shape) * gain / math.sqrt(fan_in)).astype(np.float32)
-        if name in ("scale", "var"):
-            return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-        return (0.1 * rng.normal(size=leaf.shape)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(fill, abstract_variables(model, (SIDE, SIDE, 3)))
-
-
 @pytest.fixture(scope="module")
 def net():
     model = create_model("msnet_resnet18", num_classes=CLASSES)
-    variables = spread_variables(model)
+    variables = spread_variables(model, (SIDE, SIDE, 3))
     images = np.random.default_rng(1).normal(size=(BATCH, SIDE, SIDE, 3)).astype(np.float32)
     return model, variables, images, two_exit_predictions(model, variables, images)
 
