@@ -3,6 +3,8 @@
 python -m freqjax.main --config configs/dct_demo.py --workdir runs/dct_demo
 python -m freqjax.main --config configs/dct_demo.py:cifar10 --workdir runs/dct_cifar
 python -m freqjax.main --config configs/dct_demo.py --config.data=folder:/path/to/jpegs --workdir runs/x
+
+(``python -m freqjax.studies.dct_demo`` takes the same flags.)
 """
 
 import ml_collections

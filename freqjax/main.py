@@ -9,6 +9,8 @@ errors with a close match). ``config.mode`` (or ``--mode``) picks the job:
     input_bench  images/s of the input pipeline alone (:func:`freqjax.train.loop.benchmark_input`)
     dct_demo   DCT input transform on real or synthetic images: libjpeg agreement, input
                compression (paper Table 7), throughput; see :mod:`freqjax.studies.dct_demo`.
+    msnet_sweep  an MSNet run's early-exit threshold sweep on its evaluation split
+               (:func:`freqjax.studies.msnet_sweep.run_msnet_sweep`)
 
 Several hosts: start one process per host with ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
 and ``JAX_PROCESS_ID`` set (or ``FREQJAX_DISTRIBUTED=1`` under Slurm / TPU pods); see
@@ -17,6 +19,7 @@ and ``JAX_PROCESS_ID`` set (or ``FREQJAX_DISTRIBUTED=1`` under Slurm / TPU pods)
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import sys
@@ -34,9 +37,10 @@ JOBS = {
     "eval": ("freqjax.train.loop", "evaluate_checkpoint"),
     "input_bench": ("freqjax.train.loop", "benchmark_input"),
     "dct_demo": ("freqjax.studies.dct_demo", "run_dct_demo"),
+    "msnet_sweep": ("freqjax.studies.msnet_sweep", "run_msnet_sweep"),
 }
 # A dct_demo config only runs the demo; a training config trains, evaluates or benchmarks its input.
-_MODES_OF = {"dct_demo": ("dct_demo",), "train": ("train", "eval", "input_bench")}
+_MODES_OF = {"dct_demo": ("dct_demo",), "train": ("train", "eval", "input_bench", "msnet_sweep")}
 
 
 def choose_mode(config_mode: str | None, requested: str | None) -> str:
@@ -75,23 +79,25 @@ def _run(config, workdir: str, mode: str) -> None:
         print("RESULT " + json.dumps(result), flush=True)
 
 
-def main(argv: list[str]) -> None:
-    """Run the job the config names."""
+def main(argv: list[str], forced_mode: str | None = None) -> None:
+    """Run the job the config names (``forced_mode``: a study's own entry point, ``--mode`` may not differ)."""
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
+        _fail(f"unexpected positional arguments: {argv[1:]}")
     config = _CONFIG.value
     if config is None:
-        raise app.UsageError("--config is required, e.g. --config configs/dct_demo.py")
+        _fail("--config is required, e.g. --config configs/cifar_quick.py:synthetic")
     if not _WORKDIR.value:
-        raise app.UsageError("--workdir is required, e.g. --workdir runs/dct_demo")
+        _fail("--workdir is required, e.g. --workdir runs/quick_synthetic")
     try:
         config_mode = config.get("mode")
     except OSError as err:  # ml_collections defers a missing config file's error to first use
         _fail(str(err).split("\n")[0] + ": " + " ".join(str(err).split("\n")[1:]))
     try:
-        mode = choose_mode(config_mode, _MODE.value)
+        if forced_mode and _MODE.value not in (None, forced_mode):
+            raise ValueError(f"--mode must be {forced_mode!r} here or absent, got {_MODE.value!r}")
+        mode = choose_mode(config_mode, _MODE.value or forced_mode)
     except ValueError as err:
-        raise app.UsageError(str(err)) from None
+        _fail(str(err))
     with config.unlocked():
         config.mode = mode
     _run(config, _WORKDIR.value, mode)
@@ -122,8 +128,13 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-if __name__ == "__main__":
+def run(forced_mode: str | None = None) -> None:
+    """The command line's entry point (``python -m freqjax.main``, or a study's with its mode fixed)."""
     from freqjax.runtime import reexec_with_malloc_tuning
 
     reexec_with_malloc_tuning()
-    app.run(main, flags_parser=parse_flags)
+    app.run(functools.partial(main, forced_mode=forced_mode), flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -156,3 +156,9 @@ def run_dct_demo(config: ml_collections.ConfigDict, workdir: str | Path) -> dict
     (workdir / "dct_report.json").write_text(json.dumps(report, indent=2))
     print(f"[dct_demo] wrote {workdir / 'dct_report.json'}, keep_lowest.png, y_channels.png", flush=True)
     return report
+
+
+if __name__ == "__main__":  # python -m freqjax.studies.dct_demo --config configs/dct_demo.py --workdir runs/dct_demo
+    from freqjax.main import run
+
+    run(forced_mode="dct_demo")

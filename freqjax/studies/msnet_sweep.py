@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,7 +23,7 @@ from freqjax.models.counting import count_macs
 from freqjax.models.msnet import MSNet
 from freqjax.models.msnet_infer import check_images, check_model, check_threshold, exit_macs, two_exit_predictions
 
-__all__ = ["SweepResult", "sweep"]
+__all__ = ["DEFAULT_THRESHOLDS", "SweepResult", "run_msnet_sweep", "sweep", "threshold_rows"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,15 +111,8 @@ def sweep(
         for chunk, real in _batches(images, batch_size)
     ]
     conf, pred_low, pred_high = (np.concatenate(p) for p in zip(*parts, strict=True))
-    side = int(images.shape[1])
-    low, high = exit_macs(model, tuple(int(d) for d in images.shape[1:]))
-    rows = []
-    for t in thresholds:
-        exit_low = conf > t
-        top1 = float(np.mean(np.where(exit_low, pred_low, pred_high) == labels))
-        frac = float(exit_low.mean())
-        rows.append(dict(network=name, setting=f"threshold {t:.2f}", threshold=t, side=side,
-                         macs=low + (1.0 - frac) * high, top1=top1, fraction_low=frac))  # fmt: skip
+    shape = tuple(int(d) for d in images.shape[1:])
+    rows = threshold_rows(model, shape, (conf, pred_low, pred_high), labels, thresholds, name=name)
     if base is not None:
         base_model, base_variables = base
         for s in base_sizes:
@@ -136,6 +130,71 @@ def sweep(
     table = _markdown(rows)
     paths = {} if out_dir is None else _write(rows, table, out_dir, name)
     return SweepResult(tuple(rows), table, paths)
+
+
+def threshold_rows(
+    model: MSNet,
+    image_shape: tuple[int, int, int],
+    outputs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    labels: np.ndarray,
+    thresholds: Sequence[float],
+    *,
+    name: str = "MSNet",
+) -> list[dict]:
+    """One row per threshold (see :func:`sweep`'s rows) from ``outputs``, what
+    :func:`two_exit_predictions` gives for every image: (L's confidence, L's and H's predictions)."""
+    conf, pred_low, pred_high = outputs
+    low, high = exit_macs(model, image_shape)
+    rows = []
+    for t in thresholds:
+        exit_low = conf > t
+        top1 = float(np.mean(np.where(exit_low, pred_low, pred_high) == labels))
+        frac = float(exit_low.mean())
+        rows.append(dict(network=name, setting=f"threshold {t:.2f}", threshold=t, side=image_shape[0],
+                         macs=low + (1.0 - frac) * high, top1=top1, fraction_low=frac))  # fmt: skip
+    return rows
+
+
+DEFAULT_THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(11))
+
+
+def run_msnet_sweep(config: Any, workdir: str) -> dict:
+    """The ``msnet_sweep`` job: sweep a trained MSNet run's newest checkpoint over its evaluation split.
+
+    ``python -m freqjax.main --config configs/msnet.py:msnet_resnet18 --workdir RUN --mode msnet_sweep``
+    (the config and overrides the run was trained with). Thresholds 0, 0.1, ..., 1; the model's
+    own weights (not the EMA copy); one process (the predictions are gathered on the host).
+    Writes ``RUN/msnet_sweep/sweep.{csv,md,png}`` and returns the rows.
+    """
+    from freqjax.train import steps
+    from freqjax.train.loop import Setup
+
+    if jax.process_count() > 1:
+        raise ValueError(f"--mode msnet_sweep runs on one process, got {jax.process_count()}")
+    setup = Setup(config, workdir)  # validates the config; the model is built, nothing compiled yet
+    check_model(setup.model)
+    state, step = setup.restore_newest()
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    outputs, labels = [], []
+    for batch in setup.eval_batches():
+        real = np.asarray(batch["mask"]) > 0
+        images = steps.to_model_input(jnp.asarray(batch["image"]), setup.input_kind)
+        outputs.append([a[real] for a in two_exit_predictions(setup.model, variables, images)])
+        labels.append(np.asarray(batch["label"])[real])
+    conf, pred_low, pred_high = (np.concatenate(p) for p in zip(*outputs, strict=True))
+    side = config.image_size
+    rows = threshold_rows(
+        setup.model,
+        (side, side, 3),
+        (conf, pred_low, pred_high),
+        np.concatenate(labels),
+        DEFAULT_THRESHOLDS,
+        name=config.model,
+    )
+    table = _markdown(rows)
+    print(table, flush=True)
+    paths = _write(rows, table, str(Path(workdir) / "msnet_sweep"), config.model)
+    return {"step": step, "images": int(conf.shape[0]), "rows": rows, "paths": paths}
 
 
 def _markdown(rows: list[dict]) -> str:
@@ -175,3 +234,9 @@ def _write(rows: list[dict], table: str, out_dir: str, name: str) -> dict[str, s
     ax.legend()
     fig.savefig(paths["plot"], dpi=100, bbox_inches="tight")
     return paths
+
+
+if __name__ == "__main__":  # python -m freqjax.studies.msnet_sweep --config configs/msnet.py:VARIANT --workdir RUN
+    from freqjax.main import run
+
+    run(forced_mode="msnet_sweep")

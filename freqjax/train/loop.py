@@ -11,6 +11,7 @@ any checkpoint of the bad state is written, so the newest checkpoint is the last
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 import signal
@@ -30,7 +31,13 @@ from freqjax.train.checkpoint import Checkpointer, load_weights, merge_weights
 from freqjax.train.config import validate_train_config
 from freqjax.train.writers import MetricWriter, ProgressBar
 
-__all__ = ["NonFiniteError", "Setup", "benchmark_input", "evaluate_checkpoint", "train_and_evaluate"]
+__all__ = [
+    "NonFiniteError",
+    "Setup",
+    "benchmark_input",
+    "evaluate_checkpoint",
+    "train_and_evaluate",
+]
 
 
 class NonFiniteError(RuntimeError):
@@ -194,22 +201,41 @@ class Setup:
             print(line, flush=True)
         return out
 
-    def evaluate(self, params, batch_stats) -> dict:
-        """Top-1 / top-5 / loss over the evaluation set (or ``config.eval_steps`` batches)."""
-        totals = None
+    def restore_newest(self) -> tuple[steps.TrainState, int]:
+        """The newest checkpoint's state and step, for evaluation and studies (the data position is not restored).
+
+        Raises:
+            ValueError: no checkpoint in the workdir.
+        """
+        ckpt = Checkpointer(self.workdir / "checkpoints", keep=self.config.keep_checkpoints)
+        try:
+            restored = ckpt.restore_latest(self.abstract_state(), None)
+        finally:
+            ckpt.close()
+        if restored is None:
+            raise ValueError(f"--mode {self.config.mode}: no checkpoint in {self.workdir / 'checkpoints'}")
+        state, step = restored
+        return state, int(step)
+
+    def eval_batches(self):
+        """This process's evaluation batches (uint8 ``image``, ``label``, ``mask``), ``config.eval_steps`` at most."""
+        c = self.config
         batches = eval_batches(
             self.eval_source,
             global_batch=self.eval_batch_size,
-            image_size=self.config.image_size,
-            augment=self.config.eval_augment,
-            crop_pct=self.config.crop_pct,
-            worker_count=self.config.worker_count,
+            image_size=c.image_size,
+            augment=c.eval_augment,
+            crop_pct=c.crop_pct,
+            worker_count=c.worker_count,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
-        for i, batch in enumerate(batches):
-            if self.config.eval_steps != -1 and i >= self.config.eval_steps:
-                break
+        return batches if c.eval_steps == -1 else itertools.islice(batches, c.eval_steps)
+
+    def evaluate(self, params, batch_stats) -> dict:
+        """Top-1 / top-5 / loss over the evaluation set (or ``config.eval_steps`` batches)."""
+        totals = None
+        for batch in self.eval_batches():
             sums = self.eval_step(params, batch_stats, parallel.global_batch(batch, self.mesh))
             totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
         totals = jax.device_get(totals)
@@ -313,15 +339,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         ValueError: no checkpoint in ``workdir``.
     """
     s = Setup(config, workdir)
-    ckpt = Checkpointer(s.workdir / "checkpoints", keep=config.keep_checkpoints)
-    try:
-        restored = ckpt.restore_latest(s.abstract_state(), None)
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise ValueError(f"--mode eval: no checkpoint in {s.workdir / 'checkpoints'}")
-    state, step = restored
-    return {"step": int(step), **s.evaluate_all(state, int(step))}
+    state, step = s.restore_newest()
+    return {"step": step, **s.evaluate_all(state, step)}
 
 
 def benchmark_input(config: ml_collections.ConfigDict, workdir: str, num_batches: int = 100) -> dict:

@@ -48,3 +48,33 @@ def test_bad_configs_are_rejected_before_any_work(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
         run_dct_demo(demo_config(**override), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_study_entry_points_run_their_job(tmp_path):
+    # python -m freqjax.studies.<study> is freqjax.main with the study's mode fixed
+    import subprocess
+    import sys
+
+    root = CONFIG.parents[1]
+    small = ["--config.num_images=2", "--config.image_size=32", "--config.batch_size=2", "--config.repeats=1"]
+    demo = [sys.executable, "-m", "freqjax.studies.dct_demo", "--config", str(CONFIG), *small]
+    out = subprocess.run(
+        [*demo, "--workdir", str(tmp_path / "demo")], capture_output=True, text=True, check=False, cwd=root
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "demo" / "dct_report.json").read_text())["num_images"] == 2
+
+    out = subprocess.run(
+        [*demo, "--workdir", str(tmp_path / "x"), "--mode=train"], capture_output=True, text=True, check=False
+    )
+    assert out.returncode != 0 and out.stderr.strip().splitlines() == [
+        "freqjax.main: error: --mode must be 'dct_demo' here or absent, got 'train'"
+    ]
+    sweep = [sys.executable, "-m", "freqjax.studies.msnet_sweep", "--config", "configs/cifar_quick.py:synthetic"]
+    out = subprocess.run(
+        [*sweep, "--workdir", str(tmp_path / "y")], capture_output=True, text=True, check=False, cwd=root
+    )
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        "freqjax.main: error: model must be an MSNet (create_model('msnet_...')), got CifarResNet"
+    ]
+    assert not (tmp_path / "y").exists()

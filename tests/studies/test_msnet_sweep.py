@@ -1,5 +1,6 @@
 """MSNet's threshold sweep (freqjax.studies.msnet_sweep) on a random-weight msnet_resnet18."""
 
+import jax
 import numpy as np
 import pytest
 from msnet_weights import spread_variables
@@ -52,3 +53,48 @@ def test_bad_arguments_are_clear_errors(net):
         sweep(model, variables, images, np.zeros(BATCH, int), [0.5], base_sizes=(SIDE,))
     with pytest.raises(ValueError, match="thresholds"):
         sweep(model, variables, images, np.zeros(BATCH, int), [])
+
+
+def test_sweep_job_on_a_checkpoint_agrees_with_evaluation(tmp_path):
+    # the msnet_sweep job (python -m freqjax.main ... --mode msnet_sweep) on a real orbax checkpoint
+    from config_files import config_module
+
+    from freqjax.studies.msnet_sweep import DEFAULT_THRESHOLDS, run_msnet_sweep
+    from freqjax.train.checkpoint import Checkpointer
+    from freqjax.train.loop import Setup
+
+    config = config_module("msnet").get_config("msnet_resnet18")
+    config.update(dataset="synthetic", image_size=SIDE, batch_size=8, synthetic_size=64, eval_steps=2)
+    config.update(worker_count=0, mode="msnet_sweep")
+    setup = Setup(config, str(tmp_path))
+    spread = spread_variables(setup.model, (SIDE, SIDE, 3))  # confidences that differ between images
+    zeros = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), setup.abstract_state())  # no init compile
+    state = zeros.replace(params=spread["params"], batch_stats=spread["batch_stats"])
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    ckpt.save(7, state, iter(setup.train_loader()))
+    ckpt.close()
+
+    result = run_msnet_sweep(config, str(tmp_path))
+    assert result["step"] == 7 and result["images"] == 16
+    rows = result["rows"]
+    assert [r["threshold"] for r in rows] == list(DEFAULT_THRESHOLDS)
+    evaluated = setup.evaluate(state.params, state.batch_stats)
+    # threshold 0: every image leaves at Network-L; threshold 1: every image goes on to Network-H
+    assert rows[0]["fraction_low"] == 1.0 and rows[0]["top1"] == pytest.approx(evaluated["top1_exit0"])
+    assert rows[-1]["fraction_low"] == 0.0 and rows[-1]["top1"] == pytest.approx(evaluated["top1"])
+    assert rows[0]["macs"] < rows[-1]["macs"]
+    assert 0 < rows[5]["fraction_low"] < 1  # thresholds in between split the images
+    for ext in ("csv", "md", "png"):
+        assert (tmp_path / "msnet_sweep" / f"sweep.{ext}").stat().st_size > 0
+
+
+def test_sweep_job_refuses_a_model_that_is_not_an_msnet(tmp_path):
+    from config_files import config_module
+
+    from freqjax.studies.msnet_sweep import run_msnet_sweep
+
+    config = config_module("cifar_quick").get_config("synthetic")
+    config.mode = "msnet_sweep"
+    with pytest.raises(TypeError, match="model must be an MSNet"):
+        run_msnet_sweep(config, str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
