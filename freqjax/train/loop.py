@@ -163,9 +163,13 @@ class Setup:
         return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.rep), shapes)
 
     def announce(self, where: str) -> None:
-        """Print what is being trained on what (process 0 only)."""
+        """Print what is being trained on what: backend, devices, precision, model, data (process 0 only)."""
+        from freqjax.ops import resolve_conv_impl
+
         if jax.process_index() == 0:
             print(
+                f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {jnp.dtype(self.dtype).name} "
+                f"compute, float32 parameters, conv {resolve_conv_impl()}; "
                 f"model {self.config.model} ({self.input_kind}, {self.num_classes} classes) on "
                 f"{jax.device_count()} devices / {jax.process_count()} processes; data {self.train_source!r}; "
                 f"{self.steps_per_epoch} steps/epoch; {where}",
