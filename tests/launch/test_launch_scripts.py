@@ -51,7 +51,10 @@ def test_local_multiprocess_two_processes_train_like_one(tmp_path):
 
     one = run(1, 2, tmp_path / "one")
     two = run(2, 1, tmp_path / "two")
-    assert "[0] model cifar_resnet8" in one
+    assert (
+        "[0] backend cpu (cpu), float32 compute" in one
+        and "; model cifar_resnet8 (rgb, 10 classes) on 2 devices / 1 processes" in one
+    )
     assert "on 2 devices / 2 processes" in two
     assert sorted(p.name for p in (tmp_path / "two" / "logs").iterdir()) == ["process_0.log", "process_1.log"]
     (loss1, top1_1), (loss2, top1_2) = _losses(tmp_path / "one"), _losses(tmp_path / "two")
