@@ -21,9 +21,12 @@ writes the 192-channel result. The figures are in ``benchmarks/README.md``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import sys
 import tempfile
+import threading
 from typing import Literal
 
 import jax
@@ -167,6 +170,23 @@ def _check_image(images: jax.typing.ArrayLike, chroma: Chroma, name: str = "imag
         )
 
 
+def _check_scale(images: jax.typing.ArrayLike, name: str = "images") -> None:
+    # Float images on the 0..1 scale would pass as near-black 0..255 images: a silent wrong input.
+    # Only concrete values can be checked (under jit the caller's tracer is skipped).
+    dtype = np.dtype(getattr(images, "dtype", None) or np.asarray(images).dtype)
+    if not (np.issubdtype(dtype, np.floating) or dtype == jnp.bfloat16) or np.size(images) == 0:
+        return
+    try:
+        peak = float(np.max(np.asarray(images, np.float32)))
+    except jax.errors.TracerArrayConversionError:
+        return
+    if 0.0 < peak <= 1.0:
+        raise ValueError(
+            f"{name} are floats with maximum {peak:g}: they look like the 0..1 scale, but the DCT input takes "
+            "RGB on the 0..255 scale; multiply by 255 first"
+        )
+
+
 def _check_coeffs(coeffs: jax.typing.ArrayLike, name: str = "coeffs") -> None:
     _check_real(name, coeffs)
     shape = np.shape(coeffs)
@@ -303,7 +323,8 @@ def rgb_to_dct(images: jax.typing.ArrayLike, chroma: Chroma = "420", dtype: jnp.
 
     Args:
         images: (..., H, W, 3) RGB on the 0..255 scale (uint8 or any real dtype). H and W must be
-            multiples of 16 for ``'420'`` and of 8 for ``'444'``.
+            multiples of 16 for ``'420'`` and of 8 for ``'444'``. Float images whose maximum is
+            in (0, 1] are rejected as the 0..1 scale (checked outside ``jit`` only).
         chroma: ``'420'`` (JPEG's usual subsampling, the paper's setting) or ``'444'``.
         dtype: floating dtype of the result (float32, or bfloat16 for mixed precision).
 
@@ -313,9 +334,10 @@ def rgb_to_dct(images: jax.typing.ArrayLike, chroma: Chroma = "420", dtype: jnp.
     Raises:
         TypeError: non-numeric ``images`` or non-float ``dtype``.
         ValueError: wrong channel count, H/W not a multiple of 16 (``'420'``) or 8 (``'444'``),
-            or an unknown ``chroma``.
+            an unknown ``chroma``, or float images on the 0..1 scale.
     """
     _check_image(images, chroma)
+    _check_scale(images)
     dt = _check_out_dtype(dtype)
     x = jnp.asarray(images)
     *lead, h, w, _ = x.shape
@@ -441,7 +463,27 @@ def select_lowest(coeffs: jax.typing.ArrayLike, y: int = 64, cb: int = 64, cr: i
 # ----------------------------------------------------------------------------- JPEG reader
 
 
-def dct_from_jpeg(source: str | os.PathLike | bytes | bytearray | memoryview) -> np.ndarray:
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _libjpeg_messages():
+    """Collect what libjpeg prints on file descriptor 2 (its warnings: corrupt data, premature end)."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as buf:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(buf.fileno(), 2)
+        messages: list[str] = []
+        try:
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            messages.extend(line for line in buf.read().decode(errors="replace").splitlines() if line.strip())
+
+
+def dct_from_jpeg(source: str | os.PathLike | bytes | bytearray | memoryview, strict: bool = True) -> np.ndarray:
     """Read a JPEG's DCT coefficients without decoding pixels, in the 192-channel layout.
 
     The "straight from JPEG" path: libjpeg (through ``jpeglib``) reads the quantised
@@ -452,13 +494,17 @@ def dct_from_jpeg(source: str | os.PathLike | bytes | bytearray | memoryview) ->
 
     Args:
         source: a path to a JPEG file, the file's bytes, or an open binary file.
+        strict: a JPEG that libjpeg decodes only with a warning (corrupt entropy-coded data,
+            a premature end: it zero-fills the blocks it cannot read) is an error; with
+            ``strict=False`` its warnings go to stderr and the coefficients are returned.
 
     Returns:
         float32 array (Hb, Wb, 192), Hb x Wb the luma block grid libjpeg stores
         (``ceil(H / 8) x ceil(W / 8)``).
 
     Raises:
-        ValueError: the data is not a complete, readable baseline/progressive JPEG, or uses a
+        ValueError: the data is not a complete, readable baseline/progressive JPEG (libjpeg
+            warned about it, with ``strict``), or uses a
             sampling other than 4:2:0, 4:4:4 or greyscale (4:2:2, 4:4:0, CMYK, ...).
         FileNotFoundError: ``source`` is a path that does not exist.
         TypeError: ``source`` is neither a path nor bytes.
@@ -472,13 +518,18 @@ def dct_from_jpeg(source: str | os.PathLike | bytes | bytearray | memoryview) ->
         tmp.write(data)
         tmp.flush()
         try:
-            jpg = jpeglib.read_dct(tmp.name)
-            planes = [jpg.Y] if not jpg.has_chrominance else [jpg.Y, jpg.Cb, jpg.Cr]
-            qt, tbl = np.asarray(jpg.qt), np.asarray(jpg.quant_tbl_no)
-            samp = np.asarray(jpg.samp_factor).reshape(-1, 2)
-            ncomp = jpg.num_components
+            with _libjpeg_messages() as warnings:
+                jpg = jpeglib.read_dct(tmp.name)
+                planes = [jpg.Y] if not jpg.has_chrominance else [jpg.Y, jpg.Cb, jpg.Cr]
+                qt, tbl = np.asarray(jpg.qt), np.asarray(jpg.quant_tbl_no)
+                samp = np.asarray(jpg.samp_factor).reshape(-1, 2)
+                ncomp = jpg.num_components
         except OSError as err:
             raise ValueError(f"source {label} is not a readable JPEG: {err}") from err
+    if warnings and strict:
+        raise ValueError(f"source {label} is a damaged JPEG (libjpeg: {warnings[0].strip()}); strict=False reads it")
+    for line in warnings:
+        print(line, file=sys.stderr)
     if ncomp not in (1, 3) or (ncomp == 3 and not jpg.has_chrominance):
         raise ValueError(f"source {label} has {ncomp} colour components; only greyscale and YCbCr JPEGs are supported")
     hb, wb = planes[0].shape[:2]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -30,6 +31,9 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 _MODE = flags.DEFINE_string("mode", None, "Override config.mode.")
+_DEBUG = flags.DEFINE_boolean(
+    "debug", False, "Show the traceback of a bad config, data or file error (also FREQJAX_DEBUG=1)."
+)
 
 # mode -> (module, function(config, workdir) -> result dict), imported when run.
 JOBS = {
@@ -54,7 +58,7 @@ def choose_mode(config_mode: str | None, requested: str | None) -> str:
 
 def _run(config, workdir: str, mode: str) -> None:
     """Run job ``mode``; the user's errors (bad config or data, a non-finite loss) are one line, exit 1."""
-    errors: tuple[type[BaseException], ...] = (ValueError, TypeError)
+    errors: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError)
     if mode != "dct_demo":
         from absl import logging
 
@@ -72,7 +76,9 @@ def _run(config, workdir: str, mode: str) -> None:
     try:
         result = job(config, workdir)
     except errors as err:
-        # one clear line instead of a traceback: these are the user's config or data, not a bug
+        if _DEBUG.value or os.environ.get("FREQJAX_DEBUG") == "1":
+            raise
+        # one clear line instead of a traceback: these are the user's config, data or files, not a bug
         print(f"freqjax.main: error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
     if jax.process_index() == 0:
@@ -117,8 +123,38 @@ def parse_flags(argv: list[str]) -> list[str]:
             else:
                 break
         message = inner.args[0] if inner.args and isinstance(inner.args[0], str) else str(inner)
+        if isinstance(inner, KeyError | AttributeError):  # ml_collections says only the field's name
+            message = unknown_field_message(argv, message)
         _fail(message)
         raise  # unreachable: _fail exits
+
+
+def unknown_field_message(argv: list[str], field: str) -> str:
+    """'unknown config field X in FILE; did you mean ...' from the config file named on the command line."""
+    import difflib
+    import importlib.util
+
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is None and "--config" in argv[:-1]:
+        spec = argv[argv.index("--config") + 1]
+    field = field.splitlines()[0].strip("'\"")  # ml_collections may add its own "Did you mean" line
+    if not spec:
+        return f"unknown config field {field!r}"
+    path, _, arg = spec.partition(":")
+    try:
+        module_spec = importlib.util.spec_from_file_location("freqjax_user_config", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        config = module.get_config(arg) if arg else module.get_config()
+        names = list(config)
+        names += [f"{k}.{sub}" for k in names if hasattr(config[k], "keys") for sub in config[k]]
+    except Exception:  # the hint is best-effort; the field name is still reported
+        return f"unknown config field {field!r} in {path}"
+    wanted = [a.split("=", 1)[0].removeprefix("--config.") for a in argv if a.startswith("--config.")]
+    full = next((w for w in wanted if w.split(".")[-1] == field), field)
+    close = difflib.get_close_matches(full, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; its fields: {', '.join(sorted(names))}"
+    return f"unknown config field {full!r} in {spec}{hint}"
 
 
 def _fail(message: str) -> None:

@@ -325,3 +325,28 @@ def test_reference_path_agrees_with_rgb_to_dct():
     ref = dct.reference_dct(img)
     assert ref.shape == (8, 8, 192)
     assert np.abs(np.round(np.asarray(dct.rgb_to_dct(img))) - ref).max() <= 4
+
+
+def test_float_images_on_the_unit_scale_are_refused():
+    x = np.random.default_rng(0).uniform(0, 1, (16, 16, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"look like the 0\.\.1 scale"):
+        dct.rgb_to_dct(x)
+    np.testing.assert_allclose(dct.rgb_to_dct(x * 255), dct.rgb_to_dct((x * 255).astype(np.float64)), atol=1e-3)
+    assert dct.rgb_to_dct(np.zeros((16, 16, 3), np.float32)).shape == (2, 2, 192)  # black is fine
+
+
+def test_a_jpeg_damaged_mid_scan_is_an_error_unless_not_strict():
+    import io
+
+    from PIL import Image
+
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=90)
+    data = bytearray(buf.getvalue())
+    mid = (data.find(b"\xff\xda") + data.rfind(b"\xff\xd9")) // 2
+    data[mid : mid + 40] = b"\xff\xd0" * 20  # stray restart markers inside the entropy-coded scan
+    with pytest.raises(ValueError, match=r"damaged JPEG \(libjpeg: Corrupt JPEG data"):
+        dct.dct_from_jpeg(bytes(data))
+    coeffs = dct.dct_from_jpeg(bytes(data), strict=False)  # what libjpeg salvaged: many zero blocks
+    assert coeffs.shape == (8, 8, 192) and (coeffs[..., :64] == 0).all(-1).mean() > 0.2

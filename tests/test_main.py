@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from freqjax.main import choose_mode
+from freqjax.main import choose_mode, unknown_field_message
 
 ROOT = Path(__file__).resolve().parents[1]
 # a tiny run: cifar_resnet8 on 16x16 synthetic images, batch 16
@@ -226,3 +226,19 @@ def test_input_bench_measures_the_pipeline_alone(env, tmp_path):
     result = json.loads(out.stdout.split("RESULT ")[-1])
     assert result["batches"] == 10 and result["input_images_per_s"] > 0
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("--config.nope=1", "'nope' in {}; did you mean mode?"),
+        ("--config.batchsize=3", "'batchsize' in {}; did you mean batch_size,"),
+        ("--config.model_options.widht=3", "'model_options.widht' in {}; did you mean model_options.width"),
+    ],
+)
+def test_an_unknown_config_field_is_named_with_its_file_and_close_fields(override, expected, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    spec = "configs/cifar_quick.py:synthetic"
+    argv = ["freqjax.main", "--config", spec, override, "--workdir", "w"]
+    field = override.split("=")[0].split(".")[-1]  # all ml_collections names
+    assert unknown_field_message(argv, f"'{field}'").startswith("unknown config field " + expected.format(spec))

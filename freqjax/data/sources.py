@@ -31,7 +31,16 @@ from freqjax.data.folder import IMAGE_SUFFIXES
 from freqjax.data.synthetic import grating_image
 from freqjax.runtime import atomic_path, cache_dir
 
-__all__ = ["SOURCES", "FolderSource", "SourceKind", "SyntheticSource", "TfdsSource", "make_source", "parse_dataset"]
+__all__ = [
+    "SOURCES",
+    "FolderSource",
+    "SourceKind",
+    "SyntheticSource",
+    "TfdsSource",
+    "class_folders",
+    "make_source",
+    "parse_dataset",
+]
 
 _MAX_SKIP = 64  # give up on a source whose next 64 records are all unreadable
 
@@ -78,6 +87,14 @@ class SyntheticSource:
 
 def _decode(data: bytes | np.ndarray) -> np.ndarray:
     with Image.open(io.BytesIO(data) if isinstance(data, bytes | bytearray) else data) as im:
+        if im.mode.startswith("I;16") or im.mode == "I":
+            # 16-bit grey (PNG): PIL's convert('RGB') clips every value above 255 to white; keep the top byte
+            grey = np.asarray(im, dtype=np.uint32)
+            if grey.max(initial=0) > 65535:
+                raise ValueError(f"{im.mode} image with values above 16 bits")
+            return np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=-1)
+        if im.mode == "F":
+            raise ValueError("floating-point image (mode F): convert it to 8-bit first")
         return np.asarray(im.convert("RGB"))
 
 
@@ -102,15 +119,38 @@ class FolderSource:
     one; it is written to a temporary name and renamed, so processes never read a partial file.
     """
 
-    def __init__(self, root: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self, root: str | os.PathLike, cache_dir: str | os.PathLike | None = None, classes: list[str] | None = None
+    ):
         path = Path(root)
         if not path.is_dir():
             raise ValueError(f"dataset folder {str(root)!r} is not an existing directory")
-        self.classes = sorted(d.name for d in path.iterdir() if d.is_dir())
-        if not self.classes:
+        present = class_folders(path)
+        if not present:
             raise ValueError(f"dataset folder {str(root)!r} has no class sub-folders (expected root/<class>/*.jpg)")
+        if classes is None:  # the training split: its classes define the labels
+            if len(present) < 2:
+                raise ValueError(
+                    f"dataset folder {str(root)!r} has {len(present)} class, a classifier needs at least 2"
+                )
+            classes = present
+        else:  # another split: labels must mean the training split's classes
+            unknown = sorted(set(present) - set(classes))
+            if unknown:
+                raise ValueError(
+                    f"dataset folder {str(root)!r} has classes the training split lacks: {unknown[:5]}"
+                    f"{' ...' if len(unknown) > 5 else ''}; its labels would not match the model's"
+                )
+            missing = sorted(set(classes) - set(present))
+            if missing:
+                print(
+                    f"WARNING: dataset folder {root} lacks {len(missing)} training classes: {missing[:5]}", flush=True
+                )
+        self.classes = list(classes)
         files, labels = [], []
         for label, name in enumerate(self.classes):
+            if not (path / name).is_dir():
+                continue
             found = sorted(str(p) for p in (path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             files += found
             labels += [label] * len(found)
@@ -135,8 +175,12 @@ class FolderSource:
     def _build_cache(self, cache_dir: Path) -> Path:
         key = hashlib.sha256(self.root.encode())
         for name in self.files:
-            st = os.stat(name)
-            key.update(f"\0{os.path.relpath(name, self.root)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+            try:
+                st = os.stat(name)
+                stamp = f"{st.st_size}\0{st.st_mtime_ns}"
+            except OSError:  # a broken link: unreadable, skipped like without the cache
+                stamp = "unreadable"
+            key.update(f"\0{os.path.relpath(name, self.root)}\0{stamp}".encode())
         target = cache_dir / f"decoded-{key.hexdigest()[:16]}.npy"
         if target.exists() and _readable_file(target).exists():
             return target
@@ -244,13 +288,21 @@ def _synthetic(name: str, split: str | None, train: bool, options: dict) -> Synt
     return SyntheticSource(options["image_size"], size, options["num_classes"], options["seed"] + (not train))
 
 
+def class_folders(root: Path) -> list[str]:
+    """The class folder names under ``root``, sorted: the labels 0, 1, ... in this order."""
+    return sorted(d.name for d in root.iterdir() if d.is_dir())
+
+
 def _folder(name: str, split: str | None, train: bool, options: dict) -> FolderSource:
     if not Path(name).is_dir():
         raise ValueError(f"dataset folder {name!r} (from dataset='folder:{name}') is not an existing directory")
     candidates = ("train",) if train else ("test", "val", "validation")
+    # every split is labelled by the training split's classes (a split lacking one must not shift the rest)
+    classes = None if train or not (Path(name) / "train").is_dir() else class_folders(Path(name) / "train")
+    cache = cache_dir() / "decoded" if options["decode_cache"] else None
     for sub in candidates:
         if (Path(name) / sub).is_dir():
-            return FolderSource(Path(name) / sub, cache_dir() / "decoded" if options["decode_cache"] else None)
+            return FolderSource(Path(name) / sub, cache, classes=classes)
     raise ValueError(f"dataset folder {name!r} has none of the split folders {list(candidates)}")
 
 

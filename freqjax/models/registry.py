@@ -106,6 +106,20 @@ def _check_rate(arg: str, value: object) -> float:
     return float(value)
 
 
+def _check_option(model: str, key: str, value: object, default: object) -> None:
+    """A model option must have its default's type; int options (widths, kernel sizes) are positive."""
+    kind = type(default)
+    accepted = (int, float) if kind is float else kind  # 1 for a float option such as a width multiplier
+    ok = isinstance(value, accepted) and (kind is bool or not isinstance(value, bool))
+    if ok and kind is int and value < 1:
+        raise ValueError(f"create_model({model!r}): option {key} must be a positive int, got {value!r}")
+    if not ok:
+        raise TypeError(
+            f"create_model({model!r}): option {key} must be {'an' if kind is int else 'a'} {kind.__name__} "
+            f"(default {default!r}), got {value!r}"
+        )
+
+
 def create_model(
     name: str,
     *,
@@ -144,6 +158,8 @@ def create_model(
     if unknown:
         valid = ", ".join(known) if known else "none"
         raise TypeError(f"create_model({name!r}) got unexpected arguments {unknown}; model options: {valid}")
+    for key, value in options.items():
+        _check_option(name, key, value, known[key])
     return factory(
         num_classes=num_classes,
         drop_rate=drop_rate,

@@ -1,41 +1,100 @@
-"""A thin wrapper over orbax's CheckpointManager: train state + data iterator, async, keep-N, fallback.
+"""A thin wrapper over orbax's CheckpointManager: train state + data iterator, async, keep-N, never losing data.
 
 Each checkpoint ``WORKDIR/checkpoints/<step>/`` holds ``state`` (the :class:`~freqjax.train.steps.TrainState`
-pytree, restored straight into the replicated shardings) and ``data`` (grain's iterator state,
-one file per process). Saves are asynchronous: the step loop continues while the arrays are
-written; orbax only publishes a step directory once it is complete, so a killed process leaves
-the previous checkpoints valid. :meth:`Checkpointer.restore_latest` falls back to older steps
-when the newest one cannot be read (e.g. a truncated file) and deletes the broken one.
+pytree, restored straight into the replicated shardings), ``data`` (grain's iterator state, one
+file per process) and ``freqjax_manifest.json`` (size and CRC-32 of every file, written once
+orbax has published the step). Saves are asynchronous; orbax only publishes a step directory
+once it is complete, so a killed process leaves the previous checkpoints valid.
+
+:meth:`Checkpointer.restore_latest` never deletes a checkpoint. When the newest cannot be
+restored it checks the manifest: files that no longer match it (truncated, changed, missing)
+prove damage, and the step is moved to ``WORKDIR/checkpoints_damaged/`` (kept for inspection)
+before the next older one is tried. A checkpoint whose files match, or that has no manifest
+(a stray folder, an older freqjax), is left where it is and the restore stops with an error:
+the cause is then the run's config, not the files.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import zlib
 from pathlib import Path
 
 import grain.python as grain
 import jax
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer", "load_weights", "merge_weights"]
+__all__ = ["MANIFEST", "CheckpointMismatchError", "Checkpointer", "load_weights", "merge_weights", "verify_manifest"]
 
 log = logging.getLogger(__name__)
+
+MANIFEST = "freqjax_manifest.json"
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that is not provably damaged could not be restored into this run's state."""
+
+
+def _digests(step_dir: Path) -> dict[str, list[int]]:
+    out = {}
+    for path in sorted(step_dir.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            crc = 0
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    crc = zlib.crc32(chunk, crc)
+            out[str(path.relative_to(step_dir))] = [path.stat().st_size, crc]
+    return out
+
+
+def verify_manifest(step_dir: str | os.PathLike) -> str | None:
+    """What is wrong with the files of ``step_dir`` against its manifest: None if they match.
+
+    Raises:
+        FileNotFoundError: no manifest (damage cannot be told from a config change).
+    """
+    step_dir = Path(step_dir)
+    manifest = step_dir / MANIFEST
+    try:
+        expected = json.loads(manifest.read_text())["files"]
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError) as err:
+        return f"its manifest is unreadable ({err})"
+    found = _digests(step_dir)
+    for name, (size, crc) in expected.items():
+        if name not in found:
+            return f"{name} is missing"
+        if found[name][0] != size:
+            return f"{name} has {found[name][0]} bytes, {size} when saved"
+        if found[name][1] != crc:
+            return f"{name} changed since it was saved (CRC-32)"
+    return None
 
 
 class Checkpointer:
     """Save and restore (state, data iterator) pairs under ``directory``.
 
     Args:
-        directory: where step directories live (created if missing).
-        keep: how many of the newest checkpoints to keep.
+        directory: where step directories live (created if missing, unless ``read_only``).
+        keep: how many of the newest checkpoints to keep (orbax deletes older ones after a save).
         async_save: write arrays in a background thread.
+        read_only: restore only (evaluation, studies): nothing is created, written, moved or deleted.
     """
 
-    def __init__(self, directory: str | os.PathLike, keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: str | os.PathLike, keep: int = 3, async_save: bool = True, read_only: bool = False):
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+        self.read_only = read_only
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None if read_only else keep,
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=async_save,
+        )
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+        self._unsealed: set[int] = set()  # steps this process saved that have no manifest yet
 
     def steps(self) -> list[int]:
         """Steps with a complete checkpoint, oldest first."""
@@ -43,21 +102,39 @@ class Checkpointer:
 
     def save(self, step: int, state, iterator) -> None:
         """Start saving ``state`` and the ``iterator`` position at ``step`` (returns before arrays are on disk)."""
+        if self.read_only:
+            raise RuntimeError("this Checkpointer is read-only")
+        self._seal()
         self._manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.PyGrainCheckpointSave(iterator)),
         )
+        self._unsealed.add(step)
+
+    def _seal(self) -> None:
+        # Manifests for this process's saves once orbax has finished them (no save in flight: it
+        # writes metadata after publishing the step directory); process 0 writes them.
+        if self._manager.is_saving_in_progress():
+            return
+        for step in sorted(self._unsealed):
+            step_dir = self.directory / str(step)
+            if jax.process_index() == 0 and step_dir.is_dir():  # not a step keep-N already removed
+                tmp = step_dir / f".{MANIFEST}.tmp"
+                tmp.write_text(json.dumps({"step": step, "files": _digests(step_dir)}))
+                os.replace(tmp, step_dir / MANIFEST)
+            self._unsealed.discard(step)
 
     def restore_latest(self, abstract_state, iterator) -> tuple[object, int] | None:
         """Restore the newest readable checkpoint into ``abstract_state``'s structure and shardings.
 
         ``iterator`` (None: state only, e.g. for evaluation) is set to the saved data position in
-        place. Returns (state, step), or None
-        when there is no checkpoint. A checkpoint that fails to restore is logged, deleted, and
-        the next older one is tried.
+        place. Returns (state, step), or None when there is no checkpoint. A checkpoint that
+        fails to restore and is provably damaged (see the module docstring) is moved to
+        ``checkpoints_damaged/`` (not in read-only mode: skipped) and the next older one is tried.
 
         Raises:
-            RuntimeError: if checkpoints exist but none can be restored.
+            CheckpointMismatchError: a checkpoint that is not provably damaged does not restore
+                (nothing is moved or deleted), or none is left to try.
         """
         steps = self.steps()
         for step in reversed(steps):
@@ -67,24 +144,58 @@ class Checkpointer:
             try:
                 restored = self._manager.restore(step, args=ocp.args.Composite(**items))
             except Exception as err:  # orbax/tensorstore raise many types for a damaged checkpoint
-                msg = f"checkpoint {step} in {self.directory} is unreadable ({type(err).__name__}: {str(err)[:300]})"
-                log.warning("%s; deleting it and trying an older one", msg)
-                if jax.process_index() == 0:
-                    print(f"WARNING: {msg}; deleting it and trying an older one", flush=True)
-                self._manager.delete(step)
+                self._set_aside_if_damaged(step, err)
                 continue
             return restored["state"], step
         if steps:
-            raise RuntimeError(f"none of the checkpoints {steps} in {self.directory} could be restored")
+            raise CheckpointMismatchError(
+                f"none of the checkpoints {steps} in {self.directory} could be restored; damaged ones are in "
+                f"{self.directory.parent / 'checkpoints_damaged'}"
+            )
         return None
+
+    def _set_aside_if_damaged(self, step: int, err: Exception) -> None:
+        step_dir = self.directory / str(step)
+        cause = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        try:
+            damage = verify_manifest(step_dir)
+        except FileNotFoundError:
+            raise CheckpointMismatchError(
+                f"checkpoint {step_dir} does not restore into this run ({cause}) and has no {MANIFEST}, so "
+                "damage cannot be told from a different config; nothing was deleted. Resume with the config "
+                "that wrote it, or move that folder out of checkpoints/ to resume from an older step"
+            ) from None
+        if damage is None:
+            raise CheckpointMismatchError(
+                f"checkpoint {step_dir} is intact but does not restore into this run's state ({cause}); "
+                "nothing was deleted. Resume with the config that wrote it, or use a new workdir"
+            ) from None
+        msg = f"checkpoint {step} in {self.directory} is unreadable: {damage}"
+        if self.read_only:
+            print(f"WARNING: {msg}; trying an older one", flush=True)
+            return
+        if jax.process_index() == 0:
+            target = self.directory.parent / "checkpoints_damaged" / str(step)
+            n = 1
+            while target.exists():
+                target = target.with_name(f"{step}.{n}")
+                n += 1
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(step_dir, target)
+            print(f"WARNING: {msg}; moved it to {target} and trying an older one", flush=True)
+            log.warning("%s; moved to %s", msg, target)
+        self._manager.reload()
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""
         self._manager.wait_until_finished()
+        self._seal()
 
     def close(self) -> None:
         """Finish pending saves and release the manager."""
         self._manager.wait_until_finished()
+        if not self.read_only:
+            self._seal()
         self._manager.close()
 
 

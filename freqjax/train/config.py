@@ -147,6 +147,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.log_every_steps = 50
     c.progress_bar = True
     c.inject_nan_at_step = -1  # fault-test hook: make the loss NaN at this step (-1: never)
+    c.allow_config_change = ""  # comma-separated fields a resume may change beyond the usual (train/workdir.py)
     return c
 
 
@@ -227,6 +228,18 @@ def _check_data_fields(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.decode_cache=True needs a folder: dataset, got dataset={config.dataset!r}")
 
 
+def _check_allow_config_change(config: ml_collections.ConfigDict) -> None:
+    value = config.allow_config_change
+    if not isinstance(value, str):
+        raise ValueError(f"config.allow_config_change must be comma-separated field names, got {value!r}")
+    fields = train_defaults().keys()
+    for name in filter(None, (f.strip() for f in value.split(","))):
+        if name.split(".")[0] not in fields:
+            close = difflib.get_close_matches(name, fields, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"config.allow_config_change names {name!r}, which is not a config field{hint}")
+
+
 def validate_train_config(config: ml_collections.ConfigDict) -> None:
     """Check every training field's type and range; unknown fields are errors with close matches.
 
@@ -266,6 +279,7 @@ def validate_train_config(config: ml_collections.ConfigDict) -> None:
     if sorted(config.boundaries) != list(config.boundaries) or any(b <= 0 for b in config.boundaries):
         raise ValueError(f"config.boundaries must be increasing positive epochs, got {config.boundaries!r}")
     _check_trainable(config)
+    _check_allow_config_change(config)
     keep = tuple(config.dct_keep)
     if len(keep) != 3 or not all(isinstance(k, int) and 1 <= k <= 64 for k in keep):
         raise ValueError(f"config.dct_keep must be three integers in 1..64 (Y, Cb, Cr), got {config.dct_keep!r}")

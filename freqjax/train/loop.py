@@ -3,9 +3,12 @@
 A run resumes automatically from the newest readable checkpoint in ``WORKDIR/checkpoints``
 (model, optimiser, EMA, data iterator position; the step is also the RNG state). Metrics go to
 ``WORKDIR/metrics.jsonl`` and ``WORKDIR/tensorboard``; the console shows a progress bar with
-images/s. SIGTERM (e.g. pre-emption) saves a checkpoint at the current step and returns
-normally. A non-finite loss or gradient norm stops the run with :class:`NonFiniteError` before
-any checkpoint of the bad state is written, so the newest checkpoint is the last good one.
+images/s. SIGTERM (e.g. pre-emption) or SIGINT (Ctrl-C) saves a checkpoint at the current step
+and returns normally. One run at a time owns a workdir (``run.lock``); a resume must keep the
+config it was started with, bar the fields that may change (:mod:`freqjax.train.workdir`); no
+checkpoint is ever deleted unless provably damaged (:mod:`freqjax.train.checkpoint`). A
+non-finite loss or gradient norm stops the run with :class:`NonFiniteError` before any
+checkpoint of the bad state is written, so the newest checkpoint is the last good one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from freqjax.models import create_model, model_info
 from freqjax.train import optim, parallel, steps
 from freqjax.train.checkpoint import Checkpointer, load_weights, merge_weights
 from freqjax.train.config import validate_train_config
+from freqjax.train.workdir import WorkdirLock, check_resume_config, check_workdir, write_run_config
 from freqjax.train.writers import MetricWriter, ProgressBar
 
 __all__ = [
@@ -211,11 +215,15 @@ class Setup:
         Raises:
             ValueError: no checkpoint in the workdir.
         """
-        ckpt = Checkpointer(self.workdir / "checkpoints", keep=self.config.keep_checkpoints)
-        try:
-            restored = ckpt.restore_latest(self.abstract_state(), None)
-        finally:
-            ckpt.close()
+        ckpt_dir = self.workdir / "checkpoints"
+        restored = None
+        if ckpt_dir.is_dir():
+            check_resume_config(self.workdir, self.config, self.num_classes, evaluating=True)
+            ckpt = Checkpointer(ckpt_dir, read_only=True)  # evaluation never writes, moves or deletes
+            try:
+                restored = ckpt.restore_latest(self.abstract_state(), None)
+            finally:
+                ckpt.close()
         if restored is None:
             raise ValueError(f"--mode {self.config.mode}: no checkpoint in {self.workdir / 'checkpoints'}")
         state, step = restored
@@ -282,26 +290,57 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     s = Setup(config, workdir)
     is_main = jax.process_index() == 0
+    check_workdir(s.workdir)
+    lock = WorkdirLock(s.workdir)
+    if is_main:
+        lock.acquire()  # before anything in the workdir is read or written
+    try:
+        return _train(s)
+    finally:
+        lock.release()
+
+
+def _resume(s: Setup, iterator) -> tuple[Checkpointer, tuple[steps.TrainState, int] | None]:
+    """The checkpoints and, if the saved config allows resuming, the newest one's (state, step)."""
+    is_main = jax.process_index() == 0
+    ckpt = Checkpointer(s.workdir / "checkpoints", keep=s.config.keep_checkpoints)
+    try:
+        if ckpt.steps():
+            for change in check_resume_config(s.workdir, s.config, s.num_classes):
+                if is_main:
+                    print(f"resuming with a changed {change}", flush=True)
+        if is_main:
+            write_run_config(s.workdir, s.config, s.num_classes)
+        return ckpt, ckpt.restore_latest(s.abstract_state(), iterator)
+    except BaseException:
+        ckpt.close()
+        raise
+
+
+def _train(s: Setup) -> dict:
+    config, is_main = s.config, jax.process_index() == 0
     iterator = iter(s.train_loader())
     ckpt_dir = s.workdir / "checkpoints"
-    ckpt = Checkpointer(ckpt_dir, keep=config.keep_checkpoints)
-    restored = ckpt.restore_latest(s.abstract_state(), iterator)
+    ckpt, restored = _resume(s, iterator)
     state, step, last_ckpt = (s.init_state(), 0, None) if restored is None else (*restored, restored[1])
     s.announce(f"{'resumed at' if restored else 'starting at'} step {step} of {s.total_steps}")
     writer = MetricWriter(s.workdir, enabled=is_main, resumed_at=step if restored is not None else 0)
-    stop = {"sigterm": False}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
+    stop: dict = {"signal": None}  # SIGTERM (pre-emption) or SIGINT (Ctrl-C): save, then return
+    previous = {
+        sig: signal.signal(sig, lambda signum, _: stop.update(signal=signal.Signals(signum).name))
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
     bar = ProgressBar(s.total_steps, step, enabled=is_main and config.progress_bar)
     result: dict = {}
     pending: list[tuple[int, dict]] = []
     tick, skipped_total = time.perf_counter(), 0
     try:
-        while step < s.total_steps and not stop["sigterm"]:
+        while step < s.total_steps and not stop["signal"]:
             state, metrics = s.train_step(state, parallel.global_batch(next(iterator), s.mesh))
             step += 1
             pending.append((step, metrics))
             do_eval = step % config.eval_every_steps == 0 or step == s.total_steps
-            do_ckpt = step % config.checkpoint_every_steps == 0 or step == s.total_steps or stop["sigterm"]
+            do_ckpt = step % config.checkpoint_every_steps == 0 or step == s.total_steps or stop["signal"]
             if step % config.log_every_steps == 0 or do_eval or do_ckpt:
                 summary = _summarise(pending, last_ckpt, ckpt_dir)
                 summary.update(
@@ -321,18 +360,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 last_ckpt = step
             if do_eval or do_ckpt:
                 tick = time.perf_counter()  # images/s measures training, not evaluation or saving
-        if stop["sigterm"]:
+        if stop["signal"]:
             if last_ckpt != step:  # the signal arrived after this step's checkpoint decision
                 _summarise(pending, last_ckpt, ckpt_dir)  # never checkpoint a non-finite step
                 ckpt.save(step, state, iterator)
             if is_main:
-                print(f"SIGTERM: saved checkpoint at step {step} in {ckpt_dir}; exiting", flush=True)
+                print(f"{stop['signal']}: saved checkpoint at step {step} in {ckpt_dir}; exiting", flush=True)
         result["step"] = step
     finally:
         bar.close()
         ckpt.close()
         writer.close()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return result
 
 

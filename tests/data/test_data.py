@@ -246,3 +246,48 @@ def test_synthetic_images_are_deterministic_and_random_access():
     assert set(labels.tolist()) == set(range(10))
     with pytest.raises(ValueError, match="num_classes"):
         grating_image(0, num_classes=1)
+
+
+def test_every_split_is_labelled_by_the_training_classes(tmp_path, capsys):
+    root = _folder(tmp_path)
+    import shutil
+
+    shutil.rmtree(root / "test" / "b")  # test/ lacks class b: c must keep train's label 2, not become 1
+    test = make_source(f"folder:{root}", False)
+    assert test.classes == ["a", "b", "c"] and sorted(set(test.labels.tolist())) == [0, 2]
+    assert "lacks 1 training classes: ['b']" in capsys.readouterr().out
+    (root / "test" / "zebra").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "test" / "zebra" / "0.png")
+    with pytest.raises(ValueError, match=r"classes the training split lacks: \['zebra'\]"):
+        make_source(f"folder:{root}", False)
+
+
+def test_a_training_folder_with_one_class_is_refused(tmp_path):
+    d = tmp_path / "train" / "only"
+    d.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(d / "0.png")
+    with pytest.raises(ValueError, match="has 1 class, a classifier needs at least 2"):
+        make_source(f"folder:{tmp_path}", True)
+
+
+def test_sixteen_bit_grey_png_keeps_its_values(tmp_path):
+    root = _folder(tmp_path)
+    grey = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 256).astype(np.uint16)  # 0 .. 65280
+    Image.fromarray(grey).save(root / "train" / "a" / "deep.png")
+    source = make_source(f"folder:{root}", True)
+    i = next(k for k, f in enumerate(source.files) if f.endswith("deep.png"))
+    image = source[i]["image"]
+    assert source[i]["skipped"] == 0 and image.dtype == np.uint8 and image.shape == (16, 16, 3)
+    np.testing.assert_array_equal(image[..., 0], (grey >> 8).astype(np.uint8))  # not all white
+
+
+def test_decode_cache_skips_a_broken_link_like_the_plain_folder(tmp_path, monkeypatch):
+    root = _folder(tmp_path / "data")
+    monkeypatch.setenv("FREQJAX_CACHE_DIR", str(tmp_path / "cache"))
+    (root / "train" / "a" / "zz.png").symlink_to(tmp_path / "gone.png")
+    plain = make_source(f"folder:{root}", True)
+    cached = make_source(f"folder:{root}", True, decode_cache=True)
+    i = next(k for k, f in enumerate(plain.files) if f.endswith("zz.png"))
+    for source in (plain, cached):
+        assert source[i]["skipped"] == 1
+    np.testing.assert_array_equal(plain[i]["image"], cached[i]["image"])
