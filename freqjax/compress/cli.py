@@ -301,5 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     try:
         args.func(args)
-    except ValueError as e:  # bad settings for this model: a usage error, nothing was written
-        p.error(str(e))
+    except (ValueError, TypeError, OSError) as e:  # bad settings or files: one line, nothing was written
+        if os.environ.get("FREQJAX_DEBUG") == "1":
+            raise
+        p.error(" ".join(str(e).split()))

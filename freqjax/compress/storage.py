@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,7 +83,13 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path {path!r} is not a file")
-    with np.load(path, allow_pickle=False) as data:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as err:  # not an .npz, or a damaged one
+        raise ValueError(f"{path!r} is not a readable .npz archive ({' '.join(str(err).split())[:200]})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path!r} is a single .npy array, not a freqjax compressed checkpoint (.npz)")
+    with archive as data:
         if _META not in data.files:
             raise ValueError(f"{path!r} is not a freqjax compressed checkpoint (no {_META} entry)")
         meta = json.loads(data[_META].tobytes().decode())

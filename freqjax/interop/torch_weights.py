@@ -50,6 +50,12 @@ def _as_numpy(name: str, value: Any) -> np.ndarray:
     return arr.astype(np.float32)
 
 
+def _check_values(state_dict: Mapping[str, Any]) -> None:
+    for key, value in state_dict.items():
+        if not (hasattr(value, "detach") or isinstance(value, np.ndarray)):
+            raise TypeError(f"state_dict[{key!r}] must be a torch tensor or numpy array, got {type(value).__name__}")
+
+
 def _infer_num_classes(state_dict: Mapping[str, Any]) -> int:
     for key in ("classifier.weight", "fc.weight", "head.fc.weight"):
         if key in state_dict:
@@ -82,6 +88,7 @@ def from_torch(
 
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
+    _check_values(state_dict)
     info = model_info(name)
     if name.startswith("rexnet"):  # timm's / clovaai's ReXNet layouts differ from the builder's names
         from freqjax.models.rexnet import reference_to_freqjax_keys
@@ -146,7 +153,11 @@ def load_torch_checkpoint(path: str | os.PathLike, name: str, *, key: str | None
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint path {os.fspath(path)!r} is not a file")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch's unpickler raises many types (KeyError, UnpicklingError, ...) on garbage
+        summary = " ".join(str(err).split())[:200]
+        raise ValueError(f"checkpoint {os.fspath(path)!r} is not a file torch.load can read ({summary})") from None
     if not isinstance(obj, Mapping):
         raise ValueError(f"checkpoint {os.fspath(path)!r} holds a {type(obj).__name__}, not a state_dict")
     if key is not None:

@@ -307,3 +307,17 @@ def test_cli_reads_freqjax_npz_weights(shapes, tmp_path, capsys):
     with pytest.raises(SystemExit):  # an already compressed checkpoint is refused, nothing written
         main([*argv, "--weights", str(tmp_path / "c.npz"), "--out", str(tmp_path / "again.npz")])
     assert "already compressed" in capsys.readouterr().err and not (tmp_path / "again.npz").exists()
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("w.pth", b"hello", "is not a file torch.load can read"),
+    ("w.npz", b"hello", "is not a readable .npz archive"),
+])  # fmt: skip
+def test_cli_weights_that_are_not_checkpoints_are_one_line(tmp_path, capsys, name, content, message):
+    from freqjax.compress.cli import main
+
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(SystemExit):
+        main(["--model", "resnet50", "--weights", str(tmp_path / name), "--out", str(tmp_path / "c.npz")])
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "c.npz").exists()

@@ -291,3 +291,11 @@ def test_decode_cache_skips_a_broken_link_like_the_plain_folder(tmp_path, monkey
     for source in (plain, cached):
         assert source[i]["skipped"] == 1
     np.testing.assert_array_equal(plain[i]["image"], cached[i]["image"])
+
+
+def test_a_class_of_empty_files_is_refused_before_training(tmp_path):
+    root = _folder(tmp_path)
+    for i in range(10):
+        (root / "train" / "c" / f"empty{i}.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"10 of the 16 files of class 'c' are empty"):
+        make_source(f"folder:{root}", True)

@@ -85,6 +85,8 @@ def test_bad_arguments():
     sd["bn2.weight"] = sd["bn2.weight"].astype(np.int64)
     with pytest.raises(TypeError, match=r"state_dict\['bn2.weight'\].*floating"):
         from_torch(sd, "efun_s_plus")
+    with pytest.raises(TypeError, match=r"state_dict\['fc.weight'\] must be a torch tensor or numpy array, got str"):
+        from_torch({"fc.weight": "abc"}, "resnet18")
 
 
 # ----------------------------------------------------------------------------- parity with timm
