@@ -122,7 +122,7 @@ def cases() -> list[Case]:  # noqa: PLR0915 -- one table
 
     c: list[Case] = []
 
-    def add(name, expect, run, must_say="", workdir=True, changed_ok=()):
+    def add(name, expect, run, must_say="", *, workdir=True, changed_ok=()):
         c.append(Case(name, expect, run, must_say, workdir, changed_ok))
 
     # --- resuming a workdir with a changed flag (data-loss cases) --------------------------------
@@ -161,7 +161,7 @@ def cases() -> list[Case]:  # noqa: PLR0915 -- one table
             holder.kill()
             holder.wait()
 
-    add("second run into a live workdir", "error", second_run, "is in use by pid")
+    add("second run into a live workdir", "error", second_run, "is in use by pid", changed_ok=("run.lock",))
 
     def stray(w: Path) -> Outcome:
         (w / "checkpoints" / "99").mkdir()
@@ -261,7 +261,7 @@ def cases() -> list[Case]:  # noqa: PLR0915 -- one table
     add("a class of 70 zero-byte files", "error", zero_byte_class, "unreadable", workdir=False)
 
     def broken_link_cache(w: Path) -> Outcome:
-        root = image_folder(w / "data")
+        root = image_folder(w / "data", per_class=8)
         (root / "train" / "a" / "zz.png").symlink_to(w / "gone.png")
         return folder_run(root, w / "run", "--config.decode_cache=True", "--config.num_train_steps=2")
 

@@ -125,6 +125,10 @@ def parse_flags(argv: list[str]) -> list[str]:
         message = inner.args[0] if inner.args and isinstance(inner.args[0], str) else str(inner)
         if isinstance(inner, KeyError | AttributeError):  # ml_collections says only the field's name
             message = unknown_field_message(argv, message)
+        else:  # a value that does not parse: name the override it came from
+            flag = next((a for a in argv if a.startswith("--config.") and f"'{a.partition('=')[2]}'" in message), None)
+            if flag and flag.partition("=")[0] not in message:
+                message = f"{flag}: {message}"
         _fail(message)
         raise  # unreachable: _fail exits
 

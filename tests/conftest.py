@@ -60,3 +60,24 @@ def _free_compiled_programs():
     jax.clear_caches()
     gc.collect()
     _return_freed_memory()
+
+
+# Tests that take half a minute or more each on 2 cores (subprocess runs of the main job, several
+# processes, executed notebooks, a model's train step): run first, so that the short tests fill
+# the end of the run on both pytest-xdist workers instead of one worker finishing a long test alone.
+_SLOW_FIRST = (
+    "tests/test_main.py::test_efun_s_plus",
+    "tests/test_main.py::test_sigkill",
+    "tests/test_main_multihost.py",
+    "tests/launch/",
+    "tests/notebooks/",
+    "tests/models/test_models.py::test_train_mode",
+    "tests/train/test_workdir.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:  # the longest first; the rest keep their order (a stable sort)
+        return next((i for i, prefix in enumerate(_SLOW_FIRST) if item.nodeid.startswith(prefix)), len(_SLOW_FIRST))
+
+    items.sort(key=rank)

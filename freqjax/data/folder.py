@@ -37,7 +37,7 @@ def resize_centre_crop(img: Image.Image, size: int) -> Image.Image:
 def load_folder_images(root: str | os.PathLike, num: int, size: int, stride: int = 1) -> tuple[np.ndarray, list[Path]]:
     """Load ``num`` images (every ``stride``-th file) as (num, size, size, 3) uint8, resized + centre-cropped.
 
-    Unreadable files are skipped (and not counted towards ``num``).
+    Unreadable files are skipped (and not counted towards ``num``); ValueError if none is readable.
 
     Args:
         root: folder searched recursively for .jpg/.jpeg/.png files.
@@ -50,13 +50,16 @@ def load_folder_images(root: str | os.PathLike, num: int, size: int, stride: int
     if not isinstance(size, int) or size < 8:
         raise ValueError(f"size must be an integer >= 8, got {size!r}")
     images, used = [], []
-    for path in list_images(root)[:: max(1, stride)]:
+    candidates = list_images(root)[:: max(1, stride)]
+    for path in candidates:
         try:
             with Image.open(path) as im:
                 images.append(np.asarray(resize_centre_crop(im.convert("RGB"), size)))
-        except OSError:
+        except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated / non-image files
             continue
         used.append(path)
         if len(images) == num:
             break
+    if not images:
+        raise ValueError(f"image folder {str(root)!r}: none of the {len(candidates)} image files tried is readable")
     return np.stack(images), used

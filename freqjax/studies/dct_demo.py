@@ -54,6 +54,9 @@ def _load(config: ml_collections.ConfigDict) -> tuple[np.ndarray, str]:
         from freqjax.data.folder import resize_centre_crop
 
         name = config.data.removeprefix("skimage:")
+        if name not in skdata.__all__:
+            samples = ", ".join(skdata.__all__)
+            raise ValueError(f"config.data={config.data!r}: scikit-image has no sample {name!r}; it has {samples}")
         img = getattr(skdata, name)()
         img = np.asarray(resize_centre_crop(Image.fromarray(img).convert("RGB"), config.image_size))
         return np.stack([img] * config.num_images), f"scikit-image sample {name!r}"

@@ -309,9 +309,10 @@ def _resume(s: Setup, iterator) -> tuple[Checkpointer, tuple[steps.TrainState, i
             for change in check_resume_config(s.workdir, s.config, s.num_classes):
                 if is_main:
                     print(f"resuming with a changed {change}", flush=True)
-        if is_main:
+        restored = ckpt.restore_latest(s.abstract_state(), iterator)
+        if is_main:  # only once the workdir's checkpoints are known to fit (or there are none)
             write_run_config(s.workdir, s.config, s.num_classes)
-        return ckpt, ckpt.restore_latest(s.abstract_state(), iterator)
+        return ckpt, restored
     except BaseException:
         ckpt.close()
         raise

@@ -50,6 +50,24 @@ def test_bad_configs_are_rejected_before_any_work(tmp_path, override, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("skimage:nope", "scikit-image has no sample 'nope'"),
+        ("folder:{junk}", "none of the 3 image files tried is readable"),
+        ("folder:{missing}", "not an existing directory"),
+    ],
+)
+def test_bad_data_is_a_clear_error(tmp_path, data, message):
+    junk = tmp_path / "junk" / "cls"
+    junk.mkdir(parents=True)
+    for i in range(3):
+        (junk / f"{i}.jpg").write_bytes(b"not a jpeg")
+    config = demo_config(data=data.format(junk=tmp_path / "junk", missing=tmp_path / "missing"))
+    with pytest.raises(ValueError, match=message):
+        run_dct_demo(config, tmp_path / "out")
+
+
 def test_study_entry_points_run_their_job(tmp_path):
     # python -m freqjax.studies.<study> is freqjax.main with the study's mode fixed
     import subprocess
