@@ -66,7 +66,7 @@ def test_local_multiprocess_two_processes_train_like_one(tmp_path):
 
 def test_local_multiprocess_stops_the_others_when_one_fails(tmp_path):
     script = 'echo "p$JAX_PROCESS_ID/$JAX_NUM_PROCESSES at $JAX_COORDINATOR_ADDRESS"; '
-    script += "[ $JAX_PROCESS_ID = 1 ] && exit 3; sleep 60"
+    script += "[ $JAX_PROCESS_ID = 1 ] && { sleep 2; exit 3; }; sleep 60"  # p1 fails once all have started
     cmd = [str(LAUNCH / "local_multiprocess.sh"), "-n", "3", "--", "bash", "-c", script]
     out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 3
