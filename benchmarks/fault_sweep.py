@@ -119,6 +119,7 @@ def damaged_jpeg() -> bytes:
 def cases() -> list[Case]:  # noqa: PLR0915 -- one table
     from freqjax import dct
     from freqjax.models import create_model
+    from freqjax.train.checkpoint import verify_manifest
 
     c: list[Case] = []
 
@@ -213,6 +214,22 @@ def cases() -> list[Case]:  # noqa: PLR0915 -- one table
         (w / "new" / "checkpoints").write_text("x")
         return cli(*TINY, "--workdir", str(w / "new"))
 
+    def disk_full(w: Path) -> Outcome:
+        mount = w / "small"
+        mount.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount)], check=False).returncode:
+            return Outcome("error", "skipped: mounting a small tmpfs needs root", one_line=True)
+        try:
+            out = cli(*TINY, "--config.num_train_steps=8", "--workdir", str(mount / "w"),
+                      env={"FREQJAX_MIN_FREE_MB": "0"})  # fmt: skip
+            saved = [p for p in (mount / "w" / "checkpoints").iterdir() if p.name.isdigit()]
+            if not saved or any(verify_manifest(p) is not None for p in saved):
+                return Outcome("ok", "no intact checkpoint left", one_line=False)
+            return out
+        finally:
+            subprocess.run(["umount", str(mount)], check=False)
+
+    add("disk full at a save (1.2 MB tmpfs)", "error", disk_full, "the disk is full")
     add("WORKDIR/checkpoints is a file", "error", checkpoints_file, "keeps its checkpoints")
     add("workdir that cannot be created (/proc)", "error", lambda w: cli(*TINY, "--workdir", "/proc/freqjax_run"),
         "cannot be created", workdir=False)  # fmt: skip

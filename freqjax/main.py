@@ -47,6 +47,33 @@ JOBS = {
 _MODES_OF = {"dct_demo": ("dct_demo",), "train": ("train", "eval", "input_bench", "msnet_sweep")}
 
 
+def _debug() -> bool:
+    return _DEBUG.value or os.environ.get("FREQJAX_DEBUG") == "1"
+
+
+class _HeldOrbaxErrors:
+    """A logging filter that holds back orbax's error records (a failed asynchronous save logs
+    tracebacks from several threads before the run reports it in one line); :meth:`release`
+    prints them if the run ends without that error, so nothing orbax says is lost."""
+
+    def __init__(self):
+        self.records = []
+
+    def filter(self, record) -> bool:
+        if record.levelno >= 40 and "orbax" in record.pathname:  # logging.ERROR
+            self.records.append(record)
+            return False
+        return True
+
+    def release(self) -> None:
+        from absl import logging
+
+        handler = logging.get_absl_handler()
+        handler.removeFilter(self)
+        for record in self.records:
+            handler.handle(record)
+
+
 def choose_mode(config_mode: str | None, requested: str | None) -> str:
     """The job to run: ``--mode`` if given, else ``config.mode``; ValueError if this config cannot run it."""
     allowed = _MODES_OF["dct_demo" if config_mode == "dct_demo" else "train"]
@@ -59,6 +86,7 @@ def choose_mode(config_mode: str | None, requested: str | None) -> str:
 def _run(config, workdir: str, mode: str) -> None:
     """Run job ``mode``; the user's errors (bad config or data, a non-finite loss) are one line, exit 1."""
     errors: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError)
+    held = _HeldOrbaxErrors()
     if mode != "dct_demo":
         from absl import logging
 
@@ -67,6 +95,8 @@ def _run(config, workdir: str, mode: str) -> None:
 
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
+        if not _debug():
+            logging.get_absl_handler().addFilter(held)
         parallel.initialize_distributed()
         errors += (NonFiniteError,)
     import jax
@@ -76,11 +106,17 @@ def _run(config, workdir: str, mode: str) -> None:
     try:
         result = job(config, workdir)
     except errors as err:
-        if _DEBUG.value or os.environ.get("FREQJAX_DEBUG") == "1":
+        if _debug():
             raise
         # one clear line instead of a traceback: these are the user's config, data or files, not a bug
         print(f"freqjax.main: error: {err}", file=sys.stderr, flush=True)
+        if type(err).__name__ == "CheckpointSaveError":
+            # orbax's background threads still hold the failed save: a normal interpreter exit would
+            # print their tracebacks under the line above
+            sys.stdout.flush()
+            os._exit(1)
         sys.exit(1)
+    held.release()
     if jax.process_index() == 0:
         print("RESULT " + json.dumps(result), flush=True)
 

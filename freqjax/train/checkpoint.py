@@ -16,9 +16,11 @@ the cause is then the run's config, not the files.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -26,7 +28,15 @@ import grain.python as grain
 import jax
 import orbax.checkpoint as ocp
 
-__all__ = ["MANIFEST", "CheckpointMismatchError", "Checkpointer", "load_weights", "merge_weights", "verify_manifest"]
+__all__ = [
+    "MANIFEST",
+    "CheckpointMismatchError",
+    "CheckpointSaveError",
+    "Checkpointer",
+    "load_weights",
+    "merge_weights",
+    "verify_manifest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,10 @@ MANIFEST = "freqjax_manifest.json"
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint that is not provably damaged could not be restored into this run's state."""
+
+
+class CheckpointSaveError(OSError):
+    """Writing a checkpoint failed (e.g. the disk is full); the message names the intact ones."""
 
 
 def _digests(step_dir: Path) -> dict[str, list[int]]:
@@ -105,11 +119,25 @@ class Checkpointer:
         if self.read_only:
             raise RuntimeError("this Checkpointer is read-only")
         self._seal()
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.PyGrainCheckpointSave(iterator)),
-        )
+        try:  # also raises a failure of the previous asynchronous save
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.PyGrainCheckpointSave(iterator)),
+            )
+        except Exception as err:
+            raise self._save_error(err) from err
         self._unsealed.add(step)
+
+    def _save_error(self, err: Exception) -> CheckpointSaveError:
+        cause = " ".join(str(err).split())
+        if "No space left" in cause or "RESOURCE_EXHAUSTED" in cause or getattr(err, "errno", None) == errno.ENOSPC:
+            free = shutil.disk_usage(self.directory).free / 2**20
+            cause = f"the disk is full ({free:.0f} MiB free)"
+        intact = [s for s in self.steps() if (self.directory / str(s)).is_dir()]
+        return CheckpointSaveError(
+            f"saving a checkpoint in {self.directory} failed: {cause[:300]}; the checkpoints before it are intact "
+            f"(steps {intact})"
+        )
 
     def _seal(self) -> None:
         # Manifests for this process's saves once orbax has finished them (no save in flight: it
@@ -120,8 +148,12 @@ class Checkpointer:
             step_dir = self.directory / str(step)
             if jax.process_index() == 0 and step_dir.is_dir():  # not a step keep-N already removed
                 tmp = step_dir / f".{MANIFEST}.tmp"
-                tmp.write_text(json.dumps({"step": step, "files": _digests(step_dir)}))
-                os.replace(tmp, step_dir / MANIFEST)
+                try:
+                    tmp.write_text(json.dumps({"step": step, "files": _digests(step_dir)}))
+                    os.replace(tmp, step_dir / MANIFEST)
+                except OSError as err:
+                    tmp.unlink(missing_ok=True)
+                    raise self._save_error(err) from err
             self._unsealed.discard(step)
 
     def restore_latest(self, abstract_state, iterator) -> tuple[object, int] | None:
@@ -187,16 +219,22 @@ class Checkpointer:
         self._manager.reload()
 
     def wait(self) -> None:
-        """Block until pending asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        """Block until pending asynchronous saves are on disk (CheckpointSaveError if one failed)."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as err:
+            raise self._save_error(err) from err
         self._seal()
 
     def close(self) -> None:
-        """Finish pending saves and release the manager."""
-        self._manager.wait_until_finished()
-        if not self.read_only:
-            self._seal()
-        self._manager.close()
+        """Finish pending saves and release the manager (CheckpointSaveError if a save failed)."""
+        try:
+            if self.read_only:
+                self._manager.wait_until_finished()
+            else:
+                self.wait()
+        finally:
+            self._manager.close()
 
 
 def _flat(tree) -> dict[str, object]:

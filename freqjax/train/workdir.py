@@ -69,8 +69,10 @@ MAY_CHANGE_ON_RESUME = frozenset(
 _STRUCTURE = ("model", "model_options", "num_classes", "optimizer", "ema_decay", "trainable")
 
 
-def check_workdir(workdir: str | os.PathLike, *, min_free_bytes: int = MIN_FREE_BYTES) -> Path:
+def check_workdir(workdir: str | os.PathLike, *, min_free_bytes: int | None = None) -> Path:
     """Make sure ``workdir`` can hold a run; returns it as a Path.
+
+    ``min_free_bytes``: default :data:`MIN_FREE_BYTES`, or ``$FREQJAX_MIN_FREE_MB`` MiB if set.
 
     Raises:
         ValueError: one line naming the path and what is wrong (a file, not writable, no space,
@@ -96,6 +98,8 @@ def check_workdir(workdir: str | os.PathLike, *, min_free_bytes: int = MIN_FREE_
         raise ValueError(
             f"{str(ckpt)!r} is a file, but a run keeps its checkpoints in that directory; move the file away"
         )
+    if min_free_bytes is None:
+        min_free_bytes = int(float(os.environ.get("FREQJAX_MIN_FREE_MB", MIN_FREE_BYTES / 2**20)) * 2**20)
     free = shutil.disk_usage(path).free
     if free < min_free_bytes:
         raise ValueError(

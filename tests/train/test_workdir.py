@@ -210,3 +210,28 @@ def test_workdir_problems_are_one_line_before_anything_runs(tmp_path, make, mess
 def test_too_little_free_space_is_refused(tmp_path):
     with pytest.raises(ValueError, match="MiB free, less than"):
         check_workdir(tmp_path, min_free_bytes=2**62)
+
+
+def test_a_full_disk_at_a_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount)],
+                                           capture_output=True, check=False).returncode:  # fmt: skip
+        pytest.skip("needs a small file system: mounting a tmpfs needs root")
+    try:
+        root = Path(__file__).resolve().parents[2]
+        args = ["--config", "configs/cifar_quick.py:synthetic", "--config.image_size=16", "--config.batch_size=16",
+                "--config.synthetic_size=128", "--config.eval_steps=1", "--config.progress_bar=False",
+                "--config.checkpoint_every_steps=2", "--config.num_train_steps=8"]  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "freqjax.main", *args, "--workdir", str(mount / "w")], cwd=root,
+            env={**os.environ, "FREQJAX_MIN_FREE_MB": "0"}, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert out.returncode == 1
+        (line,) = out.stderr.strip().splitlines()
+        saved = sorted(p for p in (mount / "w" / "checkpoints").iterdir() if p.name.isdigit())
+        assert line.startswith("freqjax.main: error: saving a checkpoint in") and "the disk is full" in line
+        assert f"the checkpoints before it are intact (steps {[int(p.name) for p in saved]})" in line
+        assert saved and all(verify_manifest(p) is None for p in saved)
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
