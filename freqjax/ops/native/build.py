@@ -3,9 +3,15 @@
 The first call to :func:`available` in a process compiles the kernel source with the C++ compiler
 (``$CXX``, else ``c++``) for this machine's CPU (``-march=native``) against jaxlib's FFI headers,
 into a cache directory (``$FREQJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/freqjax``, else
-``~/.cache/freqjax``). The file name hashes the source, compiler, flags, jaxlib version and CPU
-flags, so hosts sharing a home directory never load each other's builds; it is written to a
-temporary name and renamed, so concurrent processes never see a partial file. About 2 s, once.
+``~/.cache/freqjax``). The file name hashes the source and every file it includes, compiler,
+flags, jaxlib version and CPU flags, so hosts sharing a home directory never load each other's
+builds; it is written to a temporary name and renamed, so concurrent processes never see a partial
+file. About 10 s, once.
+
+The vector width and register tiles follow the compile target (``kernels/simd.h``).
+``FREQJAX_NATIVE_TARGET`` picks another target than this CPU's (:data:`TARGETS`: ``x86-64-v3``,
+AVX2 + FMA, which also runs on AVX-512 CPUs; ``generic``, 4-float vectors and none of the ISA
+paths), for tests and benchmarks.
 
 ``FREQJAX_NATIVE=0`` turns the kernels off (:func:`available` is then false and the XLA
 formulations of :mod:`freqjax.ops.conv` run everywhere); a failed build warns once and does the same.
@@ -19,6 +25,7 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -29,9 +36,22 @@ import jax
 
 from freqjax.runtime import atomic_path, cache_dir
 
-__all__ = ["SOURCE", "available", "build", "register_library", "tuned_for_this_cpu"]
+__all__ = [
+    "SOURCE",
+    "TARGETS",
+    "available",
+    "build",
+    "included_files",
+    "register_library",
+    "simd",
+    "tuned_for_this_cpu",
+]
 
-SOURCE = Path(__file__).parent / "kernels" / "conv_kernels.cc"
+KERNELS = Path(__file__).parent / "kernels"
+SOURCE = KERNELS / "conv_kernels.cc"
+# Compile targets: this CPU (-march=native), the AVX2 + FMA level of x86-64, and a generic build
+# (-DFREQJAX_SIMD_GENERIC: simd.h's generic row, plus -march=x86-64 on x86).
+TARGETS = ("native", "x86-64-v3", "generic")
 # FFI target name -> exported handler symbol in the shared library.
 _TARGETS = {
     "freqjax_conv_forward": "FreqjaxConvForward",
@@ -44,7 +64,7 @@ _TARGETS = {
     "freqjax_depthwise_weight_grad": "FreqjaxDepthwiseWeightGrad",
     "freqjax_repeat_vector": "FreqjaxRepeatVector",
 }
-_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
+_FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-Wall")
 
 
 def _cpu_signature() -> str:
@@ -84,29 +104,71 @@ def _arch_flag(cxx: str) -> list[str]:
     return []
 
 
-def build(force: bool = False, source: Path = SOURCE) -> Path:
+def _target_flags(cxx: str, target: str) -> list[str]:
+    if target == "native":
+        return _arch_flag(cxx)
+    if target == "generic":
+        x86 = platform.machine().lower() in ("x86_64", "amd64")
+        return ["-DFREQJAX_SIMD_GENERIC", *(["-march=x86-64"] if x86 else [])]
+    if target in TARGETS:
+        return [f"-march={target}"]
+    raise ValueError(f"unknown native kernel target {target!r}; one of {TARGETS}")
+
+
+def default_target() -> str:
+    """``$FREQJAX_NATIVE_TARGET`` if set, else ``'native'`` (this CPU)."""
+    return os.environ.get("FREQJAX_NATIVE_TARGET", "native") or "native"
+
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
+
+
+def included_files(source: Path = SOURCE) -> list[Path]:
+    """``source`` and every file it includes with ``#include "..."``, recursively (resolved next to the
+    including file, then in ``kernels/``): what the build's cache key hashes."""
+    found: list[Path] = []
+    todo = [source.resolve()]
+    while todo:
+        path = todo.pop()
+        if path in found:
+            continue
+        found.append(path)
+        for name in _INCLUDE.findall(path.read_text(errors="replace")):
+            for folder in (path.parent, KERNELS):
+                if (folder / name).is_file():
+                    todo.append((folder / name).resolve())
+                    break
+    return found
+
+
+def build(force: bool = False, source: Path = SOURCE, target: str | None = None) -> Path:
     """Compile ``source`` (:data:`SOURCE`; another version of it for benchmarks/kernel_ab.py)
-    for this machine (if not cached) and return the shared library's path.
+    for ``target`` (one of :data:`TARGETS`; default :func:`default_target`, this CPU) if not cached
+    and return the shared library's path.
 
     Raises ``RuntimeError`` with the compiler's message if there is no compiler or the build fails.
     """
+    target = target or default_target()
     cxx = _compiler()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
-    flags = [*_FLAGS, *_arch_flag(cxx), f"-I{jax.ffi.include_dir()}"]
+    # jaxlib's headers as system headers: -Wall is for the kernels' own code.
+    flags = [*_FLAGS, *_target_flags(cxx, target), f"-I{KERNELS}", "-isystem", jax.ffi.include_dir()]
     key = hashlib.sha256()
     jaxlib_version = importlib.metadata.version("jaxlib")
-    for part in (source.read_bytes(), version, " ".join(flags), jaxlib_version, _cpu_signature()):
+    files = [part for path in included_files(source) for part in (path.name, path.read_bytes())]
+    for part in (*files, version, " ".join(flags), jaxlib_version, _cpu_signature()):
         key.update(part.encode() if isinstance(part, str) else part)
         key.update(b"\0")
-    target = cache_dir() / f"conv_kernels-{key.hexdigest()[:16]}.so"
-    if target.exists() and not force:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target, ".so") as tmp:
+    name = "conv_kernels" if target == "native" else f"conv_kernels-{target}"
+    target_path = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
+    if target_path.exists() and not force:
+        return target_path
+    target_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target_path, ".so") as tmp:
         result = subprocess.run([cxx, *flags, str(source), "-o", tmp], capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"building {source.name} failed ({cxx} {' '.join(flags)}):\n{result.stderr[-3000:]}")
-    return target
+    return target_path
 
 
 # FFI registration is process-wide and permanent: the library registered first stays in use.
@@ -142,6 +204,17 @@ def _load() -> ctypes.CDLL | None:
         )
         return None
     return lib
+
+
+def simd(lib: ctypes.CDLL | None = None) -> str:
+    """The vector instruction set a loaded kernel build was compiled for, as simd.h chose it, e.g.
+    ``'avx2: 8 lanes, 16 registers'`` (``lib``: default the process's build; '' if none)."""
+    lib = lib if lib is not None else (_load() if sys.platform != "win32" else None)
+    if lib is None:
+        return ""
+    lib.FreqjaxSimdName.restype = ctypes.c_char_p
+    name = lib.FreqjaxSimdName().decode()
+    return f"{name}: {lib.FreqjaxSimdLanes()} lanes, {lib.FreqjaxSimdRegisters()} registers"
 
 
 def available() -> bool:

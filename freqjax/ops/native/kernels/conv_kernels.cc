@@ -10,14 +10,16 @@
 // side picks where they are faster.
 //
 // Layouts: x (N, H, W, C_in), w (KH, KW, C_in, C_out), y (N, Ho, Wo, C_out), all float32 and
-// row-major (depthwise: w (KH, KW, C)). C_out (depthwise: C) must be a multiple of 16, one 64-byte
-// vector; the Python side checks this and falls back to XLA otherwise. Zero padding is handled by
+// row-major (depthwise: w (KH, KW, C)). C_out (depthwise: C) must be a multiple of 16 on every
+// target, whole vectors of any width (simd.h); the Python side checks this and falls back to XLA
+// otherwise. Zero padding is handled by
 // bounds, never by a padded copy. The input gradient is the forward kernel applied per stride
 // phase: for strided dense convs all phases in one call writing into dx (ConvInputGradImpl), else
 // from the Python side (freqjax/models/cpu_conv.py, _native_input_grad).
 //
-// Vectors are GCC/Clang vector extensions, so one source compiles to AVX-512, AVX2 or NEON code
-// for whatever -march the build chose. Work is split over XLA's intra-op thread pool; the calling
+// Vectors are GCC/Clang vector extensions whose width, like the register tiles, comes from the
+// compile target (simd.h): one source compiles to AVX-512, AVX2, NEON or generic code for
+// whatever -march the build chose. Work is split over XLA's intra-op thread pool; the calling
 // thread takes part, and results do not depend on how the work is split (each output element is
 // summed in a fixed order by one task).
 
@@ -31,18 +33,14 @@
 #include <type_traits>
 #include <vector>
 
+#include "simd.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int kLanes = 16;
-typedef float Vec __attribute__((vector_size(64)));
-typedef float VecU __attribute__((vector_size(64), aligned(4)));  // unaligned access
-
-inline Vec Load(const float* p) { return *reinterpret_cast<const VecU*>(p); }
-inline void Store(float* p, Vec v) { *reinterpret_cast<VecU*>(p) = v; }
+using namespace freqjax;  // Vec, kLanes and the register-tile sizes of the compile target (simd.h)
 
 // Runs fn(0) ... fn(tasks - 1) on the calling thread and up to threads - 1 pool workers.
 void ParallelFor(ffi::ThreadPool& pool, int64_t tasks, const std::function<void(int64_t)>& fn) {
@@ -117,6 +115,14 @@ void WithChannels(int64_t cin, int64_t cout, Fn&& fn) {
   }
 }
 
+// fn(Count<CB>{}, c) for each tile of CB output-channel vectors at channel c, over [c, cout): tiles
+// of kMaxTileVecs vectors, then halves (on AVX-512 4, 2, 1: 7 vectors are 4 + 2 + 1).
+template <int CB = kMaxTileVecs, typename Fn>
+FREQJAX_INLINE void ForChannelTiles(int64_t c, int64_t cout, const Fn& fn) {
+  for (; (cout - c) / kLanes >= CB; c += CB * kLanes) fn(Count<CB>{}, c);
+  if constexpr (CB > 1) ForChannelTiles<CB / 2>(c, cout, fn);
+}
+
 // The (C_in, C_out) pairs fixed, from the CIFAR ResNets' stages: Winograd's stride-1 convs; the
 // direct kernel's RGB stem and stride-2 convs into the next stage, and those convs' input
 // gradients (the forward kernel from C_out to C_in). Each pair compiles the kernel once more.
@@ -174,7 +180,7 @@ FREQJAX_INLINE void ForwardBlock(const Geometry& g, const float* x_pix, const fl
   // Small blocks (a row's edge pixels, remainders) get K accumulator sets over consecutive input
   // channels, so that at least 8 FMA chains are in flight (one chain waits out the FMA latency at
   // every step); the sets are added in a fixed order at the end.
-  constexpr int K = RB * CB >= 8 ? 1 : (8 + RB * CB - 1) / (RB * CB);
+  constexpr int K = RB * CB >= kFmaChains ? 1 : (kFmaChains + RB * CB - 1) / (RB * CB);
   Vec acc[K][RB][CB];
   for (int k = 0; k < K; ++k)
     for (int r = 0; r < RB; ++r)
@@ -237,31 +243,19 @@ FREQJAX_INLINE void ForwardRow(const Geometry& g, const float* x_img, const floa
                         cols.end);
   };
   for (int64_t o = 0; o < inner.begin; ++o) edge(o);
-  // 12-24 accumulators. With 4 vectors, 6 pixels rather than 4: on a 2-core EPYC a
-  // 4x4 block ran at about half the FMA rate of 6x4 in a standalone loop, and 64-channel layers
+  // Up to kAccumulators accumulators (TileRows). With 4 vectors (AVX-512), 6 pixels rather than 4:
+  // a 4x4 block ran at about half the FMA rate of 6x4 in a standalone loop, and 64-channel layers
   // 1.2x slower (A/B of two builds in one process; neither harness is in the repository).
-  constexpr int RB = CB == 1 ? 12 : (CB == 2 ? 8 : 6);
+  constexpr int RB = TileRows(CB, CB == 1 ? 12 : (CB == 2 ? 8 : 6));
   ForwardInterior<RB, CB>(g, x_row, w, y_row, inner.begin, inner.end, rows.begin, rows.end);
   for (int64_t o = inner.end; o < g.wo; ++o) edge(o);
 }
 
-// Output row oh (pixels y_step floats apart from y_row) for all output channels, in blocks of 4,
-// 2 and 1 vectors.
+// Output row oh (pixels y_step floats apart from y_row) for all output channels, in tiles of
+// kMaxTileVecs vectors, then halves (ForChannelTiles).
 FREQJAX_INLINE void ForwardRowAllChannels(const Geometry& g, const float* x_img, const float* w, float* y_row,
                                           int64_t oh) {
-  for (int64_t c = 0; c < g.cout;) {
-    const int64_t vecs = (g.cout - c) / kLanes;
-    if (vecs >= 4) {
-      ForwardRow<4>(g, x_img, w + c, y_row + c, oh);
-      c += 4 * kLanes;
-    } else if (vecs >= 2) {
-      ForwardRow<2>(g, x_img, w + c, y_row + c, oh);
-      c += 2 * kLanes;
-    } else {
-      ForwardRow<1>(g, x_img, w + c, y_row + c, oh);
-      c += kLanes;
-    }
-  }
+  ForChannelTiles(0, g.cout, [&](auto cb, int64_t c) { ForwardRow<cb>(g, x_img, w + c, y_row + c, oh); });
 }
 
 ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
@@ -269,7 +263,7 @@ ffi::Error ConvForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::B
   const auto yd = y->dimensions();
   const Geometry geometry =
       MakeGeometry(x.dimensions(), w.dimensions(), yd[1], Width(yd, w.dimensions()[3]), sh, sw, pt, pl);
-  if (geometry.cout % kLanes != 0) return ffi::Error::InvalidArgument("freqjax conv: C_out must be a multiple of 16");
+  if (geometry.cout % kChannelMultiple != 0) return ffi::Error::InvalidArgument("freqjax conv: C_out must be a multiple of 16");
   const float* X = x.typed_data();
   const float* W = w.typed_data();
   float* Y = y->typed_data();
@@ -306,7 +300,7 @@ ffi::Error ConvInputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dy, ffi
                              ffi::ResultBuffer<ffi::F32> dx, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
   const auto yd = dy.dimensions(), wd = w.dimensions(), xd = dx->dimensions();
   const int64_t n = xd[0], h = xd[1], wx = xd[2], cin = xd[3], kh = wd[0], kw = wd[1], cout = wd[3];
-  if (cin % kLanes != 0)
+  if (cin % kChannelMultiple != 0)
     return ffi::Error::InvalidArgument("freqjax conv input gradient: C_in must be a multiple of 16");
   const float* W = w.typed_data();
   struct PhaseConv {
@@ -357,7 +351,7 @@ inline void WeightGradBlock(const Geometry& g, const float* X, const float* DY, 
   const Range ohs = OutputsInside(i - g.pt, g.sh, g.h, g.ho), ows = OutputsInside(j - g.pl, g.sw, g.w, g.wo);
   // Small blocks (an RGB stem's 3 input channels) get U accumulator sets for U consecutive pixels,
   // so that at least 8 FMA chains are in flight; the sets are added in a fixed order at the end.
-  constexpr int U = CIB * CB >= 8 ? 1 : 8 / (CIB * CB);
+  constexpr int U = CIB * CB >= kFmaChains ? 1 : kFmaChains / (CIB * CB);
   Vec acc[U][CIB][CB];
   for (int u = 0; u < U; ++u)
     for (int a = 0; a < CIB; ++a)
@@ -406,14 +400,20 @@ void WeightGradChannels(const Geometry& g, const float* X, const float* DY, int6
 }
 
 // Weight gradient of a 3x3 conv with CIN <= 3 input channels (an RGB or grayscale stem) for the
-// output vector at co0, over images [img0, img1): all 9 * CIN (tap, input channel) sums of the
-// vector stay in registers, so dy is read once, where the per-tap blocks above read it once per
-// tap and block of input channels (18 times for RGB). Added into `out` (3, 3, CIN, C_out).
+// output vector at co0, over images [img0, img1): the (tap, input channel) sums of ROWS tap rows
+// from i0 on stay in registers, so dy is read once per group of tap rows, where the per-tap blocks
+// above read it once per tap and block of input channels (18 times for RGB). All three rows (27
+// sums for RGB) where the registers hold them (32-register targets), one row at a time on AVX2.
+// Added into `out` (3, 3, CIN, C_out).
 template <int CIN>
+constexpr int kStemRows = std::max(1, std::min(3, (kRegisters - 4) / (3 * CIN)));
+
+template <int CIN, int ROWS = kStemRows<CIN>>
 void WeightGradStem(const Geometry& g, const float* X, const float* DY, int64_t img0, int64_t img1, int64_t co0,
-                    float* out) {
-  Vec acc[3][3][CIN];
-  for (int i = 0; i < 3; ++i)
+                    int i0, float* out) {
+  const int tap_rows = std::min(ROWS, 3 - i0);  // rows i0 .. i0 + tap_rows - 1
+  Vec acc[ROWS][3][CIN];
+  for (int i = 0; i < ROWS; ++i)
     for (int j = 0; j < 3; ++j)
       for (int c = 0; c < CIN; ++c) acc[i][j][c] = Vec{};
   for (int64_t img = img0; img < img1; ++img) {
@@ -421,21 +421,21 @@ void WeightGradStem(const Geometry& g, const float* X, const float* DY, int64_t 
       const int64_t top = oh * g.sh - g.pt;
       const Range rows = TapsInside(top, 3, g.h);
       const float* dy_row = DY + (img * g.ho + oh) * g.wo * g.cout + co0;
-      const float* x_top = X + (img * g.h + top) * g.w * CIN;  // row of tap 0 (only `rows` read)
+      const float* x_top = X + (img * g.h + top + i0) * g.w * CIN;  // row of tap i0 (only `rows` read)
       for (int64_t ow = 0; ow < g.wo; ++ow) {
         const Vec dv = Load(dy_row + ow * g.cout);
         const int64_t left = ow * g.sw - g.pl;
         const Range cols = TapsInside(left, 3, g.w);
-        if (rows.begin == 0 && rows.end == 3 && cols.begin == 0 && cols.end == 3) {  // interior: no checks
-          for (int i = 0; i < 3; ++i) {
+        if (rows.begin <= i0 && rows.end >= i0 + ROWS && cols.begin == 0 && cols.end == 3) {  // no checks
+          for (int i = 0; i < ROWS; ++i) {
             const float* xp = x_top + (i * g.w + left) * CIN;
             for (int j = 0; j < 3; ++j)
               for (int c = 0; c < CIN; ++c) acc[i][j][c] += xp[j * CIN + c] * dv;
           }
           continue;
         }
-        for (int i = 0; i < 3; ++i) {
-          if (i < rows.begin || i >= rows.end) continue;
+        for (int i = 0; i < tap_rows; ++i) {
+          if (i0 + i < rows.begin || i0 + i >= rows.end) continue;
           const float* xp = x_top + (i * g.w + left) * CIN;
           for (int j = 0; j < 3; ++j) {
             if (j < cols.begin || j >= cols.end) continue;
@@ -445,12 +445,18 @@ void WeightGradStem(const Geometry& g, const float* X, const float* DY, int64_t 
       }
     }
   }
-  for (int i = 0; i < 3; ++i)
+  for (int i = 0; i < tap_rows; ++i)
     for (int j = 0; j < 3; ++j)
       for (int c = 0; c < CIN; ++c) {
-        float* o = out + ((i * 3 + j) * CIN + c) * g.cout + co0;
+        float* o = out + (((i0 + i) * 3 + j) * CIN + c) * g.cout + co0;
         Store(o, Load(o) + acc[i][j][c]);
       }
+}
+
+template <int CIN>
+void WeightGradStemAllRows(const Geometry& g, const float* X, const float* DY, int64_t img0, int64_t img1,
+                           int64_t co0, float* out) {
+  for (int i0 = 0; i0 < 3; i0 += kStemRows<CIN>) WeightGradStem<CIN>(g, X, DY, img0, img1, co0, i0, out);
 }
 
 ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
@@ -458,7 +464,7 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
   const auto dyd = dy.dimensions();
   const Geometry g =
       MakeGeometry(x.dimensions(), dw->dimensions(), dyd[1], Width(dyd, dw->dimensions()[3]), sh, sw, pt, pl);
-  if (g.cout % kLanes != 0) return ffi::Error::InvalidArgument("freqjax conv: C_out must be a multiple of 16");
+  if (g.cout % kChannelMultiple != 0) return ffi::Error::InvalidArgument("freqjax conv: C_out must be a multiple of 16");
   const float* X = x.typed_data();
   const float* DY = dy.typed_data();
   float* DW = dw->typed_data();
@@ -474,9 +480,9 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
       const int64_t chunk = t / vecs, co = t % vecs * kLanes;
       const int64_t img0 = g.n * chunk / chunks, img1 = g.n * (chunk + 1) / chunks;
       float* out = sums + chunk * size;
-      if (g.cin == 3) WeightGradStem<3>(g, X, DY, img0, img1, co, out);
-      if (g.cin == 2) WeightGradStem<2>(g, X, DY, img0, img1, co, out);
-      if (g.cin == 1) WeightGradStem<1>(g, X, DY, img0, img1, co, out);
+      if (g.cin == 3) WeightGradStemAllRows<3>(g, X, DY, img0, img1, co, out);
+      if (g.cin == 2) WeightGradStemAllRows<2>(g, X, DY, img0, img1, co, out);
+      if (g.cin == 1) WeightGradStemAllRows<1>(g, X, DY, img0, img1, co, out);
     });
     if (chunks > 1) SumChunks(pool, sums, chunks, size, DW);
     return ffi::Error::Success();
@@ -485,19 +491,11 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
     const int64_t chunk = t / taps, tap = t % taps, i = tap / g.kw, j = tap % g.kw;
     const int64_t img0 = g.n * chunk / chunks, img1 = g.n * (chunk + 1) / chunks;
     float* out = sums + (chunk * taps + tap) * tap_size;
-    // 6 x 4 blocks where 4 vectors remain: 1.1-1.7x faster than 8 x 2 at 64 output channels.
-    for (int64_t co = 0; co < g.cout;) {
-      if ((g.cout - co) / kLanes >= 4) {
-        WeightGradChannels<6, 4>(g, X, DY, img0, img1, i, j, 0, g.cin, co, out);
-        co += 4 * kLanes;
-      } else if ((g.cout - co) / kLanes >= 2) {
-        WeightGradChannels<8, 2>(g, X, DY, img0, img1, i, j, 0, g.cin, co, out);
-        co += 2 * kLanes;
-      } else {
-        WeightGradChannels<16, 1>(g, X, DY, img0, img1, i, j, 0, g.cin, co, out);
-        co += kLanes;
-      }
-    }
+    // 6 x 4 blocks where 4 vectors remain (AVX-512): 1.1-1.7x faster than 8 x 2 at 64 output channels.
+    ForChannelTiles(0, g.cout, [&](auto cb, int64_t co) {
+      constexpr int CIB = TileRows(cb, cb == 1 ? 16 : (cb == 2 ? 8 : 6));
+      WeightGradChannels<CIB, cb>(g, X, DY, img0, img1, i, j, 0, g.cin, co, out);
+    });
   });
   if (chunks > 1) SumChunks(pool, sums, chunks, size, DW);
   return ffi::Error::Success();
@@ -512,9 +510,9 @@ ffi::Error ConvWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
 
 constexpr int kWinoTiles = 16;  // tiles per block: their transformed inputs stay in L1/L2 scratch
 
-// Scratch floats between two transform points' rows of `tiles` x `channels`: padded by one vector,
+// Scratch floats between two transform points' rows of `tiles` x `channels`: padded by a cache line,
 // since at power-of-two strides the 16 rows would all fall in the same few L1 sets.
-inline int64_t PointStride(int tiles, int64_t channels) { return tiles * channels + kLanes; }
+inline int64_t PointStride(int tiles, int64_t channels) { return tiles * channels + kLineFloats; }
 
 // Calls body(t, tile_row, tile_col) for tiles t0 .. t0 + tiles - 1 of an image's tile grid of
 // `tile_cols` columns, in order, with one division for the first tile instead of one per tile (at
@@ -836,21 +834,12 @@ void WinogradForwardRun(ffi::ThreadPool& pool, const Geometry& geometry, const f
         const float* vx = v.data() + xi * v_step;
         const float* ux = u.data() + xi * g.cin * g.cout;
         float* mx = m.data() + xi * m_step;
-        // Register blocks of 24, 16 and 8 accumulators: 6 x 4 and 8 x 1 ran 1.4x and 1.1x faster than
-        // 4 x 4 and 16 x 1 at 64 and 16 channels (A/B of two builds, as above).
-        for (int64_t c = 0; c < g.cout;) {
-          const int64_t vecs = (g.cout - c) / kLanes;
-          if (vecs >= 4) {
-            WinogradProducts<6, 4>(vx, ux + c, g.cin, g.cout, 0, tiles, mx + c);
-            c += 4 * kLanes;
-          } else if (vecs >= 2) {
-            WinogradProducts<8, 2>(vx, ux + c, g.cin, g.cout, 0, tiles, mx + c);
-            c += 2 * kLanes;
-          } else {
-            WinogradProducts<8, 1>(vx, ux + c, g.cin, g.cout, 0, tiles, mx + c);
-            c += kLanes;
-          }
-        }
+        // Register blocks of 24, 16 and 8 accumulators on AVX-512: 6 x 4 and 8 x 1 ran 1.4x and 1.1x
+        // faster than 4 x 4 and 16 x 1 at 64 and 16 channels (A/B of two builds, as above).
+        ForChannelTiles(0, g.cout, [&](auto cb, int64_t c) {
+          constexpr int T = TileRows(cb, cb >= 4 ? 6 : 8);
+          WinogradProducts<T, cb>(vx, ux + c, g.cin, g.cout, 0, tiles, mx + c);
+        });
       }
       S::Output(g, m.data(), tile_cols, t0, tiles, Y + img * g.ho * g.wo * g.cout);
     });
@@ -862,7 +851,7 @@ ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ff
   const auto yd = y->dimensions();
   const Geometry g =
       MakeGeometry(x.dimensions(), w.dimensions(), yd[1], Width(yd, w.dimensions()[3]), sh, sw, pt, pl);
-  if (g.cin % kLanes != 0 || g.cout % kLanes != 0 || g.kh != 3 || g.kw != 3 || sh != 1 || sw != 1)
+  if (g.cin % kChannelMultiple != 0 || g.cout % kChannelMultiple != 0 || g.kh != 3 || g.kw != 3 || sh != 1 || sw != 1)
     return ffi::Error::InvalidArgument("freqjax winograd: needs a 3x3 stride-1 conv, C_in and C_out multiples of 16");
   if (g.cin <= kWino43MaxCin)
     WinogradForwardRun<4>(pool, g, w.typed_data(), x.typed_data(), y->typed_data());
@@ -891,7 +880,7 @@ void WinogradGradInputTransform(const Geometry& g, const float* x_img, int64_t t
                                 const float* zeros, int64_t v_step, float* v) {
   for (int64_t c = 0; c < g.cin; c += kLanes) {
     Vec e[4][4];  // B^T p: e[i][q] for transform row i and patch column q
-    const float* rows[4];  // the patch rows' pixel 0 (channel c), or nullptr outside the image
+    const float* rows[4] = {};  // the patch rows' pixel 0 (channel c), or nullptr outside the image
     ForTiles(tile_cols, t0, tiles, [&](int t, int64_t tile_row, int64_t tile_col) {
       const int64_t top = 2 * tile_row - g.pt, left = 2 * tile_col - g.pl;
       const bool first = t == 0 || tile_col == 0;  // else the same tile row as the previous tile
@@ -1007,7 +996,7 @@ ffi::Error WinogradWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const auto dyd = dy.dimensions();
   const Geometry g =
       MakeGeometry(x.dimensions(), dw->dimensions(), dyd[1], Width(dyd, dw->dimensions()[3]), sh, sw, pt, pl);
-  if (g.cin % kLanes != 0 || g.cout % kLanes != 0 || g.kh != 3 || g.kw != 3 || sh != 1 || sw != 1)
+  if (g.cin % kChannelMultiple != 0 || g.cout % kChannelMultiple != 0 || g.kh != 3 || g.kw != 3 || sh != 1 || sw != 1)
     return ffi::Error::InvalidArgument("freqjax winograd: needs a 3x3 stride-1 conv, C_in and C_out multiples of 16");
   const float* X = x.typed_data();
   const float* DY = dy.typed_data();
@@ -1043,15 +1032,10 @@ ffi::Error WinogradWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
         const float* vx = v.data() + xi * v_step;
         const float* dx = d.data() + xi * d_step;
         float* mx = m + xi * plane;
-        for (int64_t co = 0; co < g.cout;) {
-          if ((g.cout - co) / kLanes >= 2) {
-            WinogradGradChannels<8, 2>(vx, dx + co, 0, g.cin, g.cout, tiles, mx + co);
-            co += 2 * kLanes;
-          } else {
-            WinogradGradChannels<16, 1>(vx, dx + co, 0, g.cin, g.cout, tiles, mx + co);
-            co += kLanes;
-          }
-        }
+        ForChannelTiles<std::min(2, kMaxTileVecs)>(0, g.cout, [&](auto cb, int64_t co) {
+          constexpr int CIB = TileRows(cb, cb == 1 ? 16 : 8);
+          WinogradGradChannels<CIB, cb>(vx, dx + co, 0, g.cin, g.cout, tiles, mx + co);
+        });
       }
     }
   });
@@ -1127,7 +1111,7 @@ ffi::Error DepthwiseForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, f
                                 ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
   const auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
   const Geometry g{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], xd[3], yd[1], yd[2], sh, sw, pt, pl};
-  if (g.cin % kLanes != 0) return ffi::Error::InvalidArgument("freqjax depthwise: C must be a multiple of 16");
+  if (g.cin % kChannelMultiple != 0) return ffi::Error::InvalidArgument("freqjax depthwise: C must be a multiple of 16");
   const float* X = x.typed_data();
   const float* W = w.typed_data();
   float* Y = y->typed_data();
@@ -1162,7 +1146,7 @@ ffi::Error DepthwiseWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x
                                    ffi::ResultBuffer<ffi::F32> dw, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
   const auto xd = x.dimensions(), dyd = dy.dimensions(), wd = dw->dimensions();
   const Geometry g{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], xd[3], dyd[1], dyd[2], sh, sw, pt, pl};
-  if (g.cin % kLanes != 0) return ffi::Error::InvalidArgument("freqjax depthwise: C must be a multiple of 16");
+  if (g.cin % kChannelMultiple != 0) return ffi::Error::InvalidArgument("freqjax depthwise: C must be a multiple of 16");
   const float* X = x.typed_data();
   const float* DY = dy.typed_data();
   float* DW = dw->typed_data();
@@ -1189,13 +1173,13 @@ ffi::Error DepthwiseWeightGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x
 // runs a reduction fusion of its own per sum.
 
 constexpr int64_t kSumChunks = 16;  // fixed row chunks: the summation order depends on shapes only
-constexpr int kSumVecs = 8;         // channel vectors per task: 16 accumulators in registers
+constexpr int kSumVecs = kAccumulators / 3;  // channel vectors per task: 2 accumulators each
 
 ffi::Error ChannelSumsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
                            ffi::ResultBuffer<ffi::F32> out) {
   const auto dims = a.dimensions();
   const int64_t c = dims.back(), rows = c > 0 ? a.element_count() / c : 0;
-  if (c % kLanes != 0) return ffi::Error::InvalidArgument("freqjax channel sums: C must be a multiple of 16");
+  if (c % kChannelMultiple != 0) return ffi::Error::InvalidArgument("freqjax channel sums: C must be a multiple of 16");
   const float* A = a.typed_data();
   const float* B = b.typed_data();
   const int64_t chunks = std::max<int64_t>(1, std::min(rows, kSumChunks)), vecs = c / kLanes;
@@ -1267,3 +1251,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxChannelSums, ChannelSumsImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FreqjaxRepeatVector, RepeatVectorImpl,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>());
+
+// What simd.h chose for this build (freqjax.ops.native.simd).
+extern "C" const char* FreqjaxSimdName() { return FREQJAX_SIMD_NAME; }
+extern "C" int FreqjaxSimdLanes() { return freqjax::kLanes; }
+extern "C" int FreqjaxSimdRegisters() { return freqjax::kRegisters; }
