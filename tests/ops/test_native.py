@@ -121,9 +121,9 @@ def test_winograd_matches_xla(batch, side, pad, c_in, c_out):
 
 
 def _specialised_pairs(macro: str) -> list[tuple[int, int]]:
-    """The (C_in, C_out) pairs a FREQJAX_*_PAIRS macro of conv_kernels.cc lists (following the
+    """The (C_in, C_out) pairs a FREQJAX_*_PAIRS macro of the kernel sources lists (following the
     macros it names), so that this test follows the source."""
-    source = native.SOURCE.read_text()
+    source = "\n".join(path.read_text() for path in native.included_files())
     defines = dict(re.findall(r"^#define (FREQJAX_\w+_PAIRS) (.+)$", source, re.M))
 
     def expand(name: str) -> list[int]:
@@ -339,6 +339,38 @@ def test_build_is_cached_per_machine(tmp_path, monkeypatch):
     assert [p.name for p in cache.iterdir()] == [path.name]  # no temporary files left
     source.write_text('extern "C" int freqjax_tiny() { return 2; }\n')
     assert native.build(source=source) != path  # another source, another build
+
+
+def test_build_target_is_the_requested_one():
+    """The loaded build's vector ISA (simd.h's choice, reported by the library) is the one
+    $FREQJAX_NATIVE_TARGET asks for (test_native_targets.py runs this file's checks per target)."""
+    target = os.environ.get("FREQJAX_NATIVE_TARGET", "native")
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    if target == "native":
+        expected = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "neon" if "asimd" in flags else ""
+    else:
+        expected = {"x86-64-v3": "avx2", "generic": "generic"}[target]
+    lanes = {"avx512": 16, "avx2": 8, "neon": 4, "generic": 4}
+    if expected:
+        assert native.simd().startswith(f"{expected}: {lanes[expected]} lanes")
+    with pytest.raises(ValueError, match=r"unknown native kernel target 'sse9'"):
+        native.build(target="sse9")
+
+
+def test_build_cache_key_hashes_included_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("FREQJAX_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "inner.h").write_text("constexpr int kInner = 1;\n")
+    (tmp_path / "outer.h").write_text('#pragma once\n#include "sub/inner.h"\n')
+    source = tmp_path / "tiny.cc"
+    source.write_text('#include "outer.h"\n#include <vector>\nextern "C" int freqjax_tiny() { return kInner; }\n')
+    assert native.included_files(source) == [source, tmp_path / "outer.h", tmp_path / "sub" / "inner.h"]
+    first = native.build(source=source)
+    (tmp_path / "sub" / "inner.h").write_text("constexpr int kInner = 2;\n")  # a header two levels down
+    assert native.build(source=source) != first
+    # the kernels: the translation unit and every kernel family it includes, simd.h among them
+    names = {path.name for path in native.included_files()}
+    assert {"conv_kernels.cc", "simd.h", "common.h", "dense.h", "winograd.h", "depthwise.h", "batchnorm.h"} <= names
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
