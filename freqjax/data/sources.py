@@ -175,6 +175,9 @@ class FolderSource:
         self.num_classes = len(self.classes)
         self.cache_file = None if cache_dir is None else self._build_cache(Path(cache_dir))
         self._cached: tuple[np.ndarray, np.ndarray] | None = None  # (images, readable), opened lazily
+        # a file that every unreadable image's path is appended to (the trainer sets it in the workdir)
+        self.skip_log: str | None = None
+        self._logged: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.files)
@@ -240,9 +243,17 @@ class FolderSource:
             else:
                 image = self._read(i)
             if image is None:
+                self._log_unreadable(i)
                 continue
             return {"image": image, "label": self.labels[i], "skipped": np.int32(skipped)}
         raise OSError(f"{_MAX_SKIP} consecutive unreadable images from {self.files[int(index)]!r}")
+
+    def _log_unreadable(self, i: int) -> None:
+        if self.skip_log is None or i in self._logged:
+            return
+        self._logged.add(i)  # once per process (grain workers each have their own set)
+        with open(self.skip_log, "a") as f:  # one short append: whole lines even from several workers
+            f.write(self.files[i] + "\n")
 
     def __repr__(self) -> str:
         return f"FolderSource({self.root!r}, {len(self)} images, {self.num_classes} classes)"

@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 
+UNREADABLE_LOG = "unreadable_images.txt"
+
+
 class NonFiniteError(RuntimeError):
     """A training metric became NaN or infinite; the message names the step, metric and last checkpoint."""
 
@@ -275,9 +278,19 @@ def _summarise(pending: list[tuple[int, dict]], last_ckpt: int | None, ckpt_dir:
     return summary
 
 
-def _report_skipped(step: int, summary: dict, is_main: bool) -> int:
+MAX_UNREADABLE_FRACTION = 0.1  # stop a run when more of the images it has read than this were unreadable
+_MIN_IMAGES_FOR_FRACTION = 512  # ... judged once this many have been read
+
+
+def _report_skipped(step: int, summary: dict, is_main: bool, s: Setup) -> int:
     if summary["skipped"] and is_main:
         print(f"step {step}: skipped {summary['skipped']} unreadable images ({summary['skipped_total']} so far)")
+    seen = step * s.config.batch_size + summary["skipped_total"]
+    if seen >= _MIN_IMAGES_FOR_FRACTION and summary["skipped_total"] > MAX_UNREADABLE_FRACTION * seen:
+        raise ValueError(
+            f"{summary['skipped_total']} of the {seen} images read by step {step} were unreadable "
+            f"(more than {MAX_UNREADABLE_FRACTION:.0%}); their paths are in {s.workdir / UNREADABLE_LOG}"
+        )
     return summary["skipped_total"]
 
 
@@ -320,6 +333,8 @@ def _resume(s: Setup, iterator) -> tuple[Checkpointer, tuple[steps.TrainState, i
 
 def _train(s: Setup) -> dict:
     config, is_main = s.config, jax.process_index() == 0
+    if hasattr(s.train_source, "skip_log"):  # folder sources list the images they could not read
+        s.train_source.skip_log = str(s.workdir / UNREADABLE_LOG)
     iterator = iter(s.train_loader())
     ckpt_dir = s.workdir / "checkpoints"
     ckpt, restored = _resume(s, iterator)
@@ -349,7 +364,7 @@ def _train(s: Setup) -> dict:
                     epoch=step / s.steps_per_epoch,
                     skipped_total=skipped_total + summary["skipped"],
                 )
-                skipped_total = _report_skipped(step, summary, is_main)
+                skipped_total = _report_skipped(step, summary, is_main, s)
                 writer.write(step, "train", summary)
                 bar.update(len(pending), loss=summary["loss"], img_s=summary["images_per_s"])
                 # The next summary's images/s covers its own steps only.

@@ -249,6 +249,28 @@ def test_corrupt_images_are_skipped_and_counted_in_the_training_logs(tmp_path, c
     assert sum(m.get("train/skipped", 0) for m in lines) == 2 and result["train"]["skipped_total"] == 2
     assert "unreadable images" in capsys.readouterr().out
     assert result["eval"]["count"] == 24 and result["step"] == 3
+    # each process lists an unreadable file once, in the workdir
+    listed = (tmp_path / "run" / "unreadable_images.txt").read_text().splitlines()
+    assert listed == [str(tmp_path / "data" / "train" / "class1" / "3.png")]
+
+
+def test_a_run_stops_when_too_many_images_are_unreadable(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in range(2):
+            d = tmp_path / "data" / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(16):
+                Image.fromarray(np.full((16, 16, 3), 60 * c, np.uint8)).save(d / f"{i}.png")
+    for i in range(0, 16, 4):  # 4 of 16 per class truncated: a quarter of the data, not "mostly empty"
+        (tmp_path / "data" / "train" / f"class{i % 2}" / f"{i}.png").write_bytes(b"truncated")
+    config = _config(dataset=f"folder:{tmp_path / 'data'}", num_train_steps=64, log_every_steps=1)
+    with pytest.raises(ValueError, match=r"were unreadable \(more than 10%\); their paths are in"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    listed = (tmp_path / "run" / "unreadable_images.txt").read_text().splitlines()
+    truncated = [str(p) for p in (tmp_path / "data" / "train").rglob("*.png") if p.stat().st_size < 20]
+    assert sorted(listed) == sorted(truncated)
 
 
 def test_config_files_expose_model_options_for_command_line_overrides():
