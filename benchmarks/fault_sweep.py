@@ -236,6 +236,18 @@ def cases() -> list[Case]:  # noqa: PLR0915 -- one table
             subprocess.run(["umount", str(mount)], check=False)
 
     add("disk full at a save (1.2 MB tmpfs)", "error", disk_full, "the disk is full")
+
+    def read_only(w: Path) -> Outcome:
+        mount = w / "ro"
+        mount.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], check=False).returncode:
+            return Outcome("error", "skipped: mounting a read-only tmpfs needs root", one_line=True)
+        try:
+            return cli(*TINY, "--workdir", str(mount))
+        finally:
+            subprocess.run(["umount", str(mount)], check=False)
+
+    add("workdir on a read-only file system", "error", read_only, "is not writable")
     add("WORKDIR/checkpoints is a file", "error", checkpoints_file, "keeps its checkpoints")
     add("workdir that cannot be created (/proc)", "error", lambda w: cli(*TINY, "--workdir", "/proc/freqjax_run"),
         "cannot be created", workdir=False)  # fmt: skip

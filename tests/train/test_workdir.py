@@ -245,3 +245,18 @@ def test_a_full_disk_at_a_save_is_one_line_and_keeps_the_previous_checkpoint(tmp
         assert saved and all(_intact(p) for p in saved)
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_read_only_workdir_is_one_line_before_anything_runs(tmp_path):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
+                                           capture_output=True, check=False).returncode:  # fmt: skip
+        pytest.skip("needs a read-only file system: mounting a tmpfs needs root")
+    try:
+        with pytest.raises(ValueError, match="is not writable"):
+            train.train_and_evaluate(_config(), str(mount))
+        with pytest.raises(ValueError, match="cannot be created"):
+            train.train_and_evaluate(_config(), str(mount / "run"))
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
