@@ -2,6 +2,12 @@
 
     git show HEAD~1:freqjax/ops/native/kernels/conv_kernels.cc > /tmp/before.cc
     python benchmarks/kernel_ab.py step /tmp/before.cc freqjax/ops/native/kernels/conv_kernels.cc --model cifar_resnet8
+
+The kernels are one translation unit, conv_kernels.cc, that includes the kernel families' headers
+(dense.h, winograd.h, ..., simd.h): a quoted include resolves next to the source first, then in
+freqjax/ops/native/kernels/. To time a change to a header, copy the folder and pass the copy's
+conv_kernels.cc (``git archive HEAD~1 freqjax/ops/native/kernels | tar -x -C /tmp/before``, or
+``cp -r`` and edit), since a lone /tmp/before.cc would include today's headers.
     python benchmarks/kernel_ab.py op /tmp/before.cc freqjax/ops/native/kernels/conv_kernels.cc --op winograd_forward \\
         --shape 128,32,32,16 --c-out 16
 

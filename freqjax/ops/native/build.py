@@ -78,11 +78,15 @@ def _cpu_signature() -> str:
 
 
 def tuned_for_this_cpu() -> bool:
-    """Whether this CPU has AVX-512, the instruction set the kernels' 16-float vectors and register
-    tiles are shaped for. On AVX2-only x86 (and Arm) GCC splits each vector and spills registers:
-    on a 2-core AMD EPYC the quick CIFAR ResNet's train step ran at 157 images/s with them against
-    509 without (``python -m freqjax.bench train-step --paths freqjax_native,freqjax_cpu``)."""
-    return " avx512f" in " " + _cpu_signature().replace("\n", " ") + " "
+    """Whether the kernels are measured faster than the ``'cpu'`` formulations on this kind of CPU:
+    x86 with AVX-512 or with AVX2 + FMA, the targets whose vector width and register tiles simd.h
+    sizes and whose train steps were timed against ``'cpu'`` and ``'xla'``. On a 2-core AVX2 AMD
+    EPYC, images/s native / 'cpu' / 'xla' (``python benchmarks/native_targets.py``, interleaved):
+    cifar_resnet8 812 / 333 / 270, mobilenetv2_100 234 / 183 / 18, resnet18 34.9 / 6.2 / 6.0
+    (docs/native_kernels.md). Arm (NEON) and other CPUs build and pass the tests but are untimed,
+    so they keep ``'cpu'``."""
+    flags = set(_cpu_signature().split())
+    return "avx512f" in flags or {"avx2", "fma"} <= flags
 
 
 def _compiler() -> str:
