@@ -17,11 +17,11 @@ How the implementation is chosen, in order:
    is part of ``jax.jit``'s cache key, so a jitted function retraces rather than reusing a trace
    of another implementation.
 2. Otherwise the backend's default: ``'xla'`` on GPU and TPU; on the CPU ``'native'`` with one
-   device on a CPU with AVX-512 (what the kernels are tuned for,
-   :func:`freqjax.ops.native.tuned_for_this_cpu`), and ``'cpu'`` on other CPUs (on an AVX2-only
-   AMD EPYC the kernels made the quick CIFAR ResNet's step 3x slower than ``'cpu'``; figures in
-   docs/native_kernels.md) and with several devices (XLA's SPMD partitioner cannot split an FFI
-   call's batch, so a sharded batch would be gathered and every device would compute all of it).
+   device on a CPU with AVX-512 or AVX2 + FMA (the kinds the kernels' register tiles are timed on,
+   :func:`freqjax.ops.native.tuned_for_this_cpu`; figures in docs/native_kernels.md), and ``'cpu'``
+   on other CPUs (Arm builds and is tested, but is not timed) and with several devices (XLA's SPMD
+   partitioner cannot split an FFI call's batch, so a sharded batch would be gathered and every
+   device would compute all of it).
 3. ``'native'`` needs the kernels: they are compiled on first use with the system's C++ compiler;
    without one, or with ``FREQJAX_NATIVE=0`` in the environment, ``'native'`` runs as ``'cpu'``
    (with one warning when the build fails).
