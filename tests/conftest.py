@@ -70,6 +70,7 @@ _SLOW_FIRST = (
     "tests/test_main.py::test_sigkill",
     "tests/test_main_multihost.py",
     "tests/launch/",
+    "tests/ops/test_native_targets.py",
     "tests/notebooks/",
     "tests/models/test_models.py::test_train_mode",
     "tests/train/test_workdir.py",
