@@ -16,6 +16,7 @@ a traceback, deletes or changes a pre-existing file it should not, or gives a si
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -92,6 +93,19 @@ def api(fn: Callable[[], object]) -> Outcome:
     return Outcome("ok", "", one_line=True)
 
 
+@contextlib.contextmanager
+def mounted_tmpfs(mount: Path, options: str):
+    """A tmpfs at ``mount`` for the block, or None where mounting is not allowed (needs root)."""
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], check=False).returncode:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
 def image_folder(root: Path, classes=("a", "b"), per_class=4, splits=("train", "test"), size=16) -> Path:
     rng = np.random.default_rng(0)
     for split in splits:
@@ -119,13 +133,7 @@ def damaged_jpeg() -> bytes:
 def cases() -> list[Case]:  # noqa: PLR0915 -- one table
     from freqjax import dct
     from freqjax.models import create_model
-    from freqjax.train.checkpoint import load_weights, verify_manifest
-
-    def intact(step_dir: Path) -> bool:  # a save that finished as the disk filled may lack its manifest
-        try:
-            return verify_manifest(step_dir) is None
-        except FileNotFoundError:
-            return bool(load_weights(step_dir)["params"])
+    from freqjax.train.checkpoint import is_intact
 
     c: list[Case] = []
 
@@ -220,35 +228,28 @@ def cases() -> list[Case]:  # noqa: PLR0915 -- one table
         (w / "new" / "checkpoints").write_text("x")
         return cli(*TINY, "--workdir", str(w / "new"))
 
+    add("WORKDIR/checkpoints is a file", "error", checkpoints_file, "keeps its checkpoints")
+
     def disk_full(w: Path) -> Outcome:
-        mount = w / "small"
-        mount.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount)], check=False).returncode:
-            return Outcome("error", "skipped: mounting a small tmpfs needs root", one_line=True)
-        try:
+        with mounted_tmpfs(w / "small", "size=1200k") as mount:
+            if mount is None:
+                return Outcome("error", "skipped: mounting a small tmpfs needs root", one_line=True)
             out = cli(*TINY, "--config.num_train_steps=8", "--workdir", str(mount / "w"),
                       env={"FREQJAX_MIN_FREE_MB": "0"})  # fmt: skip
             saved = [p for p in (mount / "w" / "checkpoints").iterdir() if p.name.isdigit()]
-            if not saved or not all(intact(p) for p in saved):
+            if not saved or not all(is_intact(p) for p in saved):
                 return Outcome("ok", "no intact checkpoint left", one_line=False)
             return out
-        finally:
-            subprocess.run(["umount", str(mount)], check=False)
 
     add("disk full at a save (1.2 MB tmpfs)", "error", disk_full, "the disk is full")
 
     def read_only(w: Path) -> Outcome:
-        mount = w / "ro"
-        mount.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], check=False).returncode:
-            return Outcome("error", "skipped: mounting a read-only tmpfs needs root", one_line=True)
-        try:
+        with mounted_tmpfs(w / "ro", "ro,size=1m") as mount:
+            if mount is None:
+                return Outcome("error", "skipped: mounting a read-only tmpfs needs root", one_line=True)
             return cli(*TINY, "--workdir", str(mount))
-        finally:
-            subprocess.run(["umount", str(mount)], check=False)
 
     add("workdir on a read-only file system", "error", read_only, "is not writable")
-    add("WORKDIR/checkpoints is a file", "error", checkpoints_file, "keeps its checkpoints")
     add("workdir that cannot be created (/proc)", "error", lambda w: cli(*TINY, "--workdir", "/proc/freqjax_run"),
         "cannot be created", workdir=False)  # fmt: skip
 

@@ -33,6 +33,7 @@ __all__ = [
     "CheckpointMismatchError",
     "CheckpointSaveError",
     "Checkpointer",
+    "is_intact",
     "load_weights",
     "merge_weights",
     "verify_manifest",
@@ -86,6 +87,15 @@ def verify_manifest(step_dir: str | os.PathLike) -> str | None:
         if found[name][1] != crc:
             return f"{name} changed since it was saved (CRC-32)"
     return None
+
+
+def is_intact(step_dir: str | os.PathLike) -> bool:
+    """Whether a checkpoint's files match its manifest or, lacking one (a save that finished as the
+    disk filled, or was killed before its manifest), its weights restore."""
+    try:
+        return verify_manifest(step_dir) is None
+    except FileNotFoundError:
+        return bool(load_weights(step_dir)["params"])
 
 
 class Checkpointer:

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from config_files import tiny_train_config
 
 from freqjax import dct
 from freqjax.data.loader import train_loader
@@ -15,27 +16,12 @@ from freqjax.data.sources import SyntheticSource
 from freqjax.train import loop as train
 from freqjax.train import parallel, steps
 from freqjax.train.checkpoint import Checkpointer
-from freqjax.train.config import train_defaults, validate_train_config
+from freqjax.train.config import validate_train_config
 from freqjax.train.writers import MetricWriter, crc32c
 
 
 def _config(**kw):
-    c = train_defaults()
-    c.update(
-        model="cifar_resnet8",
-        dataset="synthetic",
-        image_size=16,
-        batch_size=16,
-        synthetic_size=64,
-        augment="cifar",
-        eval_augment="none",
-        optimizer="sgd",
-        learning_rate=0.05,
-        schedule="constant",
-        progress_bar=False,
-    )
-    c.update(kw)
-    return c
+    return tiny_train_config(**kw)
 
 
 def test_to_model_input_per_kind():

@@ -3,6 +3,7 @@ error that leaves every checkpoint byte for byte as it was; one run owns a workd
 damaged checkpoints are moved aside, never deleted. One tiny run is trained once; each case works
 on a copy of its workdir."""
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -11,34 +12,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from config_files import tiny_train_config
 
 from freqjax.train import loop as train
-from freqjax.train.checkpoint import MANIFEST, CheckpointMismatchError, verify_manifest
-from freqjax.train.config import train_defaults
+from freqjax.train.checkpoint import MANIFEST, CheckpointMismatchError, is_intact, verify_manifest
 from freqjax.train.workdir import RUN_CONFIG, WorkdirLock, check_resume_config, check_workdir
 
 
 def _config(**kw):
-    c = train_defaults()
-    c.update(
-        model="cifar_resnet8",
-        dataset="synthetic",
-        image_size=16,
-        batch_size=16,
-        synthetic_size=64,
-        augment="cifar",
-        eval_augment="none",
-        optimizer="sgd",
-        learning_rate=0.05,
-        schedule="constant",
-        progress_bar=False,
-        num_train_steps=4,
-        checkpoint_every_steps=2,
-        eval_every_steps=1000,
-        eval_steps=1,
-    )
-    c.update(kw)
-    return c
+    # 4 steps, checkpoints at 2 and 4
+    defaults = dict(num_train_steps=4, checkpoint_every_steps=2, eval_every_steps=1000, eval_steps=1)
+    return tiny_train_config(**{**defaults, **kw})
 
 
 def _digest(workdir: Path) -> dict[str, str]:
@@ -49,16 +33,6 @@ def _digest(workdir: Path) -> dict[str, str]:
 def _hashes(root: Path) -> dict[str, str]:
     files = (p for p in root.rglob("*") if p.is_file())
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-
-
-def _intact(step_dir: Path) -> bool:
-    """Its files match its manifest, or (a save that finished while the disk filled may lack one) it restores."""
-    from freqjax.train.checkpoint import load_weights
-
-    try:
-        return verify_manifest(step_dir) is None
-    except FileNotFoundError:
-        return bool(load_weights(step_dir)["params"])
 
 
 @pytest.fixture(scope="module")
@@ -222,13 +196,26 @@ def test_too_little_free_space_is_refused(tmp_path):
         check_workdir(tmp_path, min_free_bytes=2**62)
 
 
-def test_a_full_disk_at_a_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
-    mount = tmp_path / "small"
+@contextlib.contextmanager
+def _tmpfs(mount: Path, options: str):
+    """A tmpfs mounted at ``mount`` for the block (skips the test where mounting is not allowed)."""
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mount)],
-                                           capture_output=True, check=False).returncode:  # fmt: skip
-        pytest.skip("needs a small file system: mounting a tmpfs needs root")
+    mounted = (
+        os.geteuid() == 0
+        and not subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True, check=False
+        ).returncode
+    )
+    if not mounted:
+        pytest.skip(f"needs a tmpfs mounted with {options}: mounting needs root")
     try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_at_a_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
+    with _tmpfs(tmp_path / "small", "size=1200k") as mount:
         root = Path(__file__).resolve().parents[2]
         args = ["--config", "configs/cifar_quick.py:synthetic", "--config.image_size=16", "--config.batch_size=16",
                 "--config.synthetic_size=128", "--config.eval_steps=1", "--config.progress_bar=False",
@@ -242,21 +229,12 @@ def test_a_full_disk_at_a_save_is_one_line_and_keeps_the_previous_checkpoint(tmp
         saved = sorted(p for p in (mount / "w" / "checkpoints").iterdir() if p.name.isdigit())
         assert line.startswith("freqjax.main: error: saving a checkpoint in") and "the disk is full" in line
         assert f"the checkpoints before it are intact (steps {[int(p.name) for p in saved]})" in line
-        assert saved and all(_intact(p) for p in saved)
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        assert saved and all(is_intact(p) for p in saved)
 
 
 def test_a_read_only_workdir_is_one_line_before_anything_runs(tmp_path):
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
-                                           capture_output=True, check=False).returncode:  # fmt: skip
-        pytest.skip("needs a read-only file system: mounting a tmpfs needs root")
-    try:
+    with _tmpfs(tmp_path / "ro", "ro,size=1m") as mount:
         with pytest.raises(ValueError, match="is not writable"):
             train.train_and_evaluate(_config(), str(mount))
         with pytest.raises(ValueError, match="cannot be created"):
             train.train_and_evaluate(_config(), str(mount / "run"))
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
