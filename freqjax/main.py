@@ -52,12 +52,15 @@ def _debug() -> bool:
 
 
 class _HeldOrbaxErrors:
-    """A logging filter that holds back orbax's error records (a failed asynchronous save logs
-    tracebacks from several threads before the run reports it in one line); :meth:`release`
-    prints them if the run ends without that error, so nothing orbax says is lost."""
+    """Holds back what a failed asynchronous checkpoint save prints from its background threads:
+    orbax's error log records, and the "Event loop is closed" RuntimeErrors that tensorstore's
+    threads report through ``sys.unraisablehook`` once orbax's event loop is gone (dozens of
+    tracebacks under load). The run reports that failure in one line; :meth:`release` prints
+    everything held if the run ends any other way, so nothing orbax or tensorstore says is lost."""
 
     def __init__(self):
         self.records = []
+        self.unraisables = []
 
     def filter(self, record) -> bool:
         if record.levelno >= 40 and "orbax" in record.pathname:  # logging.ERROR
@@ -65,13 +68,28 @@ class _HeldOrbaxErrors:
             return False
         return True
 
+    def unraisablehook(self, unraisable) -> None:
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            self.unraisables.append(unraisable)
+        else:
+            sys.__unraisablehook__(unraisable)
+
+    def hold(self) -> None:
+        from absl import logging
+
+        logging.get_absl_handler().addFilter(self)
+        sys.unraisablehook = self.unraisablehook
+
     def release(self) -> None:
         from absl import logging
 
+        sys.unraisablehook = sys.__unraisablehook__
         handler = logging.get_absl_handler()
         handler.removeFilter(self)
         for record in self.records:
             handler.handle(record)
+        for unraisable in self.unraisables:
+            sys.__unraisablehook__(unraisable)
 
 
 def choose_mode(config_mode: str | None, requested: str | None) -> str:
@@ -96,7 +114,7 @@ def _run(config, workdir: str, mode: str) -> None:
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
         if not _debug():
-            logging.get_absl_handler().addFilter(held)
+            held.hold()
         parallel.initialize_distributed()
         errors += (NonFiniteError,)
     import jax
@@ -109,6 +127,8 @@ def _run(config, workdir: str, mode: str) -> None:
         if _debug():
             raise
         # one clear line instead of a traceback: these are the user's config, data or files, not a bug
+        if type(err).__name__ != "CheckpointSaveError":
+            held.release()
         print(f"freqjax.main: error: {err}", file=sys.stderr, flush=True)
         if type(err).__name__ == "CheckpointSaveError":
             # orbax's background threads still hold the failed save: a normal interpreter exit would

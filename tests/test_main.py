@@ -242,3 +242,31 @@ def test_an_unknown_config_field_is_named_with_its_file_and_close_fields(overrid
     argv = ["freqjax.main", "--config", spec, override, "--workdir", "w"]
     field = override.split("=")[0].split(".")[-1]  # all ml_collections names
     assert unknown_field_message(argv, f"'{field}'").startswith("unknown config field " + expected.format(spec))
+
+
+def test_held_errors_keep_tensorstores_closed_loop_reports_until_released(capsys):
+    """A failed save's background threads report "Event loop is closed" through sys.unraisablehook:
+    held while the job runs (the run's one-line error follows), printed if the run ends otherwise."""
+    from freqjax.main import _HeldOrbaxErrors
+
+    class Raises:  # an exception raised in __del__ goes to sys.unraisablehook, as tensorstore's do
+        def __init__(self, error):
+            self.error = error
+
+        def __del__(self):
+            raise self.error
+
+    def report(error):
+        Raises(error)  # collected at once
+
+    held = _HeldOrbaxErrors()
+    held.hold()
+    try:
+        report(RuntimeError("Event loop is closed"))
+        report(RuntimeError("something else"))
+        err = capsys.readouterr().err
+        assert "Event loop is closed" not in err and "something else" in err
+    finally:
+        held.release()
+    assert sys.unraisablehook is sys.__unraisablehook__
+    assert "Event loop is closed" in capsys.readouterr().err
