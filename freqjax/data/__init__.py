@@ -1,6 +1,8 @@
-"""Data: sources (``synthetic``, ``folder:PATH``, ``tfds:NAME``), host augmentation, grain loaders.
+"""Data: sources (``synthetic``, ``folder:PATH``, ``prepared:PATH``, ``tfds:NAME``), host augmentation,
+grain loaders, and ``python -m freqjax.data.prepare`` (image folder -> ArrayRecord shards).
 
-See :mod:`freqjax.data.sources`, :mod:`freqjax.data.augment` and :mod:`freqjax.data.loader`.
+See :mod:`freqjax.data.sources`, :mod:`freqjax.data.augment`, :mod:`freqjax.data.loader`,
+:mod:`freqjax.data.prepare` and :mod:`freqjax.data.prepared`.
 """
 
 from freqjax.data.folder import load_folder_images

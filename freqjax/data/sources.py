@@ -1,4 +1,4 @@
-"""Random-access image sources for training: ``synthetic``, ``folder:PATH`` and ``tfds:NAME``.
+"""Random-access image sources for training: ``synthetic``, ``folder:PATH``, ``prepared:PATH`` and ``tfds:NAME``.
 
 Every source has ``len(source)``, ``source[i]`` -> ``{'image': (H, W, 3) uint8, 'label': int32,
 'skipped': int32}`` and ``source.num_classes``. Records are decoded on access (in grain's worker
@@ -10,7 +10,16 @@ Spec strings (``config.dataset``):
 
     synthetic                 procedural gratings (:mod:`freqjax.data.synthetic`), learnable, offline
     folder:PATH               PATH/<split>/<class>/*.jpg|jpeg|png (e.g. a CIFAR-10 JPEG folder)
+    prepared:PATH[:SPLIT]     ArrayRecord shards that ``python -m freqjax.data.prepare SRC PATH`` wrote
+                              from an image folder (class folders, ImageNet, Tiny-ImageNet): the same
+                              records as ``folder:SRC``, read without a file open per image
+                              (:mod:`freqjax.data.prepared`)
     tfds:NAME[:SPLIT]         ``tfds.data_source(NAME)`` (ArrayRecord files, no TensorFlow at train time)
+
+``prepared`` and ``tfds`` train on ``config.train_split`` ('train') and evaluate on SPLIT, else
+'test', else 'val' / 'validation'. TensorFlow is not a dependency: ``tfds:`` reads a data set
+that is already built in ArrayRecord format (``tfds build`` needs TensorFlow for most data sets,
+whose builders encode images with it); ``prepare`` makes an image folder trainable without it.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ __all__ = [
     "SyntheticSource",
     "TfdsSource",
     "class_folders",
+    "decode_image",
     "make_source",
     "parse_dataset",
 ]
@@ -93,7 +103,9 @@ class SyntheticSource:
         return f"SyntheticSource(size={self.size}, num_records={self.num_records}, seed={self.seed})"
 
 
-def _decode(data: bytes | np.ndarray) -> np.ndarray:
+def decode_image(data: bytes | np.ndarray) -> np.ndarray:
+    """An image file's bytes as (H, W, 3) uint8 RGB (16-bit grey keeps its top byte); raises PIL's
+    OSError / ValueError / SyntaxError (or ValueError for float images) if it cannot."""
     with Image.open(io.BytesIO(data) if isinstance(data, bytes | bytearray) else data) as im:
         if im.mode.startswith("I;16") or im.mode == "I":
             # 16-bit grey (PNG): PIL's convert('RGB') clips every value above 255 to white; keep the top byte
@@ -186,7 +198,7 @@ class FolderSource:
         """Image ``i`` decoded, or None if it cannot be read."""
         try:
             with open(self.files[i], "rb") as f:
-                return _decode(f.read())
+                return decode_image(f.read())
         except (OSError, ValueError, SyntaxError):  # PIL's errors for truncated / non-image files
             return None
 
@@ -286,7 +298,10 @@ class TfdsSource:
         except Exception as err:  # tfds raises assorted types for missing / unprepared data
             raise ValueError(
                 f"tfds dataset {name!r} split {split!r} cannot be opened ({type(err).__name__}: {str(err)[:200]}); "
-                f"prepare it with `tfds build {name} --file_format=array_record` or set config.data_dir"
+                f"tfds reads it only once built in ArrayRecord format: set config.data_dir to the folder holding "
+                f"{name}/ (built where TensorFlow is installed with `tfds build {name} --file_format=array_record`, "
+                "then copied), or turn an image folder into a dataset without TensorFlow with "
+                "`python -m freqjax.data.prepare SRC OUT` and set dataset='prepared:OUT'"
             ) from None
 
     def __len__(self) -> int:
@@ -332,6 +347,22 @@ def _folder(name: str, split: str | None, train: bool, options: dict) -> FolderS
     raise ValueError(f"dataset folder {name!r} has none of the split folders {list(candidates)}")
 
 
+def _prepared(name: str, split: str | None, train: bool, options: dict):
+    from freqjax.data.prepared import PreparedSource, read_index
+
+    if train:
+        return PreparedSource(name, options["train_split"])
+    if split is None:
+        splits = read_index(name)["splits"]
+        found = [s for s in ("test", "val", "validation") if s in splits]
+        if not found:
+            raise ValueError(
+                f"prepared dataset {name!r} has no evaluation split (test, val or validation), only {sorted(splits)}"
+            )
+        split = found[0]
+    return PreparedSource(name, split)
+
+
 def _tfds(name: str, split: str | None, train: bool, options: dict) -> TfdsSource:
     data_dir = options["data_dir"]
     if train:
@@ -358,6 +389,7 @@ class SourceKind:
 SOURCES: dict[str, SourceKind] = {
     "synthetic": SourceKind(_synthetic, "synthetic"),
     "folder": SourceKind(_folder, "folder:PATH"),
+    "prepared": SourceKind(_prepared, "prepared:PATH[:SPLIT]", has_split=True),
     "tfds": SourceKind(_tfds, "tfds:NAME[:SPLIT]", has_split=True),
 }
 
@@ -377,16 +409,18 @@ def make_source(
     """Build the training (``train=True``) or evaluation source named by ``spec``.
 
     Args:
-        spec: 'synthetic', 'folder:PATH' (uses PATH/train and PATH/test, or PATH/val) or
-            'tfds:NAME[:SPLIT]' (SPLIT overrides the split for the evaluation source only;
-            default 'train' / 'test', or 'validation' when the data set has no 'test').
+        spec: 'synthetic', 'folder:PATH' (uses PATH/train and PATH/test, or PATH/val),
+            'prepared:PATH[:SPLIT]' (a dataset of :mod:`freqjax.data.prepare`; SPLIT as for tfds,
+            default 'test', else 'val' or 'validation') or 'tfds:NAME[:SPLIT]' (SPLIT overrides the
+            split for the evaluation source only; default 'train' / 'test', or 'validation' when
+            the data set has no 'test').
         train: which split.
         image_size: side of synthetic images.
         num_classes: classes of the synthetic source (folder/tfds sources know their own).
         synthetic_size: number of synthetic training images (evaluation gets a quarter).
         seed: synthetic data seed (the evaluation split uses ``seed + 1``).
         data_dir: tfds data directory.
-        train_split: the tfds training split (e.g. 'train+extra' for SVHN).
+        train_split: the tfds or prepared training split (e.g. 'train+extra' for SVHN).
         decode_cache: folder sources only: decode every image once into
             ``freqjax.runtime.cache_dir()/decoded`` and read records from there (images of one size).
     """
