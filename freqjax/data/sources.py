@@ -297,8 +297,9 @@ class TfdsSource:
             self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
         except Exception as err:  # tfds raises assorted types for missing / unprepared data
             raise ValueError(
-                f"tfds dataset {name!r} split {split!r} cannot be opened ({type(err).__name__}: {str(err)[:200]}); "
-                f"tfds reads it only once built in ArrayRecord format: set config.data_dir to the folder holding "
+                f"tfds dataset {name!r} split {split!r} cannot be opened from {str(builder.data_dir)!r} "
+                f"({type(err).__name__}: {' '.join(str(err).split())[:160]}); tfds reads only data sets already "
+                "built in ArrayRecord format: set config.data_dir to the folder holding "
                 f"{name}/ (built where TensorFlow is installed with `tfds build {name} --file_format=array_record`, "
                 "then copied), or turn an image folder into a dataset without TensorFlow with "
                 "`python -m freqjax.data.prepare SRC OUT` and set dataset='prepared:OUT'"
