@@ -6,7 +6,8 @@ Expected top-1: EfficientNet-B0 77.4 % (FUN paper Table 2), B1 at 240 px 79.1 % 
 paper). Recipe as eFUN's (configs/efun.py): RMSProp-TF (0.9, 0.9, eps 1e-3), lr 0.016 per 256
 images, warm-up 3 epochs from 1e-6, x0.97 every 2.4 epochs, 450 epochs, weight decay 1e-5,
 label smoothing 0.1, dropout 0.2, drop-path 0.2, EMA 0.9999, Inception crop + flip + colour
-jitter 0.4. (timm's published B0 adds RandAugment and random erasing, which freqjax lacks.)
+jitter 0.4. timm's published B0 trains with RandAugment and random erasing instead of colour
+jitter: ``--config.augment=inception+rand-m9-mstd0.5+erase0.2 --config.colour_jitter=0``.
 """
 
 import ml_collections

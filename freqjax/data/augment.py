@@ -8,31 +8,109 @@ Training augmentations (``config.augment``):
     flip        horizontal flip only
     none        resize to the image size if needed (SVHN)
 
+Policies may follow the base kind, joined by ``+`` (:func:`parse_train_augment`), applied after
+the crop and flip, in this order, and before colour jitter (which the recipes using a policy
+turn off, as timm does):
+
+    rand-mM[-nN][-mstdS]   RandAugment: N ops (default 2) at magnitude M (0..10), magnitude
+                           noise S (default 0); timm's grammar, e.g. ``rand-m9-mstd0.5``
+    auto                   AutoAugment, the paper's ImageNet policy
+    eraseP                 random erasing with probability P (pixel-noise fill), e.g. ``erase0.2``
+
+e.g. ``inception+rand-m9-mstd0.5+erase0.2`` (timm's EfficientNet-B0 / the ReXNet recipe). See
+:mod:`freqjax.data.autoaugment`. Batch-level mixing (Mixup / CutMix) is not here: it needs soft
+labels in the loss, which the training step does not take.
+
 Evaluation (``config.eval_augment``): ``centre`` resizes the short side to ``size / crop_pct``
 (bicubic) and crops the centre (224 -> 256 -> 224 at crop_pct 0.875); ``none`` only resizes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import grain.python as grain
 import numpy as np
 from PIL import Image
 
+from freqjax.data.autoaugment import auto_augment, rand_augment, random_erasing
+
 __all__ = [
     "EVAL_AUGMENTS",
     "TRAIN_AUGMENTS",
+    "AugmentSpec",
     "EvalTransform",
     "TrainTransform",
     "centre_crop",
     "colour_jitter",
     "pad_crop",
+    "parse_train_augment",
     "random_resized_crop",
 ]
 
 TRAIN_AUGMENTS = ("inception", "cifar", "flip", "none")
 EVAL_AUGMENTS = ("centre", "none")
+_POLICY_FORMS = "rand-mM[-nN][-mstdS], auto, eraseP"
+_RAND = re.compile(r"rand(?P<opts>(-(m|n|mstd)[0-9.]+)+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentSpec:
+    """A parsed ``config.augment``: base kind, RandAugment (n, m, mstd) or None, AutoAugment, erasing probability."""
+
+    kind: str
+    rand: tuple[int, float, float] | None = None
+    auto: bool = False
+    erase: float = 0.0
+
+
+def parse_train_augment(value: object) -> AugmentSpec:
+    """Parse ``BASE[+POLICY...]`` (see the module docstring); ValueError naming the bad part otherwise."""
+    bad = f"config.augment must be one of {list(TRAIN_AUGMENTS)}, optionally followed by +POLICY ({_POLICY_FORMS})"
+    if not isinstance(value, str):
+        raise ValueError(f"{bad}; got {value!r}")
+    kind, *policies = value.split("+")
+    if kind not in TRAIN_AUGMENTS:
+        raise ValueError(f"{bad}; got {value!r}")
+    fields: dict = {"kind": kind}
+    for policy in policies:
+        try:
+            name, setting = _one_policy(policy)
+        except ValueError as err:
+            raise ValueError(f"{bad}; got {value!r}: {err}") from None
+        if name in fields:
+            raise ValueError(f"{bad}; got {value!r}: {name} appears twice")
+        fields[name] = setting
+    if "rand" in fields and "auto" in fields:
+        raise ValueError(f"{bad}; got {value!r}: choose RandAugment or AutoAugment, not both")
+    return AugmentSpec(**fields)
+
+
+def _one_policy(policy: str) -> tuple[str, object]:
+    """(AugmentSpec field, its value) of one ``+`` part."""
+    if policy == "auto":
+        return "auto", True
+    if policy.startswith("erase"):
+        try:
+            p = float(policy[5:])
+        except ValueError:
+            p = -1.0
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"{policy!r}: the erasing probability must be in (0, 1]")
+        return "erase", p
+    match = _RAND.fullmatch(policy)
+    if match is None:
+        raise ValueError(f"{policy!r} is not a policy")
+    opts = dict(re.findall(r"-(mstd|m|n)([0-9.]+)", match["opts"]))
+    try:
+        n, m, mstd = int(opts.get("n", 2)), float(opts["m"]), float(opts.get("mstd", 0))
+    except (KeyError, ValueError):
+        raise ValueError(f"{policy!r}: RandAugment needs -mM (0..10), an integer -nN and a number -mstdS") from None
+    if not (0 <= m <= 10 and n >= 1 and mstd >= 0):
+        raise ValueError(f"{policy!r}: RandAugment needs 0 <= m <= 10, n >= 1, mstd >= 0")
+    return "rand", (n, m, mstd)
 
 
 def _resize(image: np.ndarray, height: int, width: int, resample=Image.BILINEAR) -> np.ndarray:
@@ -114,12 +192,12 @@ class TrainTransform(grain.RandomMapTransform):
     """Training augmentation of one record; grain passes a per-record generator seeded by (seed, index)."""
 
     def __init__(self, kind: str, size: int, colour_jitter: float = 0.0, pad: int = 4):
-        if kind not in TRAIN_AUGMENTS:
-            raise ValueError(f"augment must be one of {TRAIN_AUGMENTS}, got {kind!r}")
-        self.kind, self.size, self.jitter, self.pad = kind, size, colour_jitter, pad
+        self.spec = parse_train_augment(kind)
+        self.kind, self.size, self.jitter, self.pad = self.spec.kind, size, colour_jitter, pad
 
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
         image = element["image"]
+        spec = self.spec
         if self.kind == "inception":
             image = random_resized_crop(image, self.size, rng)
         elif self.kind == "cifar":
@@ -128,8 +206,14 @@ class TrainTransform(grain.RandomMapTransform):
             image = _resize(image, self.size, self.size)
         if self.kind != "none" and rng.uniform() < 0.5:
             image = image[:, ::-1]
+        if spec.rand is not None:
+            image = rand_augment(np.ascontiguousarray(image), *spec.rand, rng)
+        elif spec.auto:
+            image = auto_augment(np.ascontiguousarray(image), rng)
         if self.jitter > 0:
             image = colour_jitter(image, self.jitter, rng)
+        if spec.erase > 0:
+            image = random_erasing(np.ascontiguousarray(image), spec.erase, rng)
         return {**element, "image": np.ascontiguousarray(image, np.uint8)}
 
 

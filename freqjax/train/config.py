@@ -93,7 +93,7 @@ def _data_defaults(c: ml_collections.ConfigDict) -> None:
     c.data_dir = ""  # tfds data_dir ('' = tfds default)
     c.train_split = "train"  # tfds training split, e.g. 'train+extra' (SVHN)
     c.image_size = 224
-    c.augment = "inception"
+    c.augment = "inception"  # base kind [+rand-mM-nN-mstdS | +auto][+eraseP]: freqjax/data/augment.py
     c.colour_jitter = 0.4
     c.eval_augment = "centre"
     c.crop_pct = 0.875
@@ -136,7 +136,11 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.label_smoothing = 0.0
     c.ema_decay = 0.0  # 0: no EMA
     c.trainable = ""  # regex over parameter paths ('blocks_0_0/conv_pw/kernel'): only matches train; '' = all
-    c.init_from = ""  # workdir (newest checkpoint) or checkpoints/<step> dir to start a fresh run's weights from
+    # Weights a fresh run starts from (and --mode eval evaluates when WORKDIR has no checkpoint): a
+    # freqjax workdir or checkpoints/<step> dir, a PyTorch state dict (.pth/.pt/.safetensors) or a
+    # compressed freqjax file (.npz); see freqjax/train/init_from.py and docs/transfer.md.
+    c.init_from = ""
+    c.init_head = "load"  # the classifier: 'load' init_from's (same class count) or 'reinit' a fresh one
     c.grad_clip_norm = 0.0  # 0: no clipping
     c.seed = 0
     # loop
@@ -148,6 +152,11 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.progress_bar = True
     c.inject_nan_at_step = -1  # fault-test hook: make the loss NaN at this step (-1: never)
     c.allow_config_change = ""  # comma-separated fields a resume may change beyond the usual (train/workdir.py)
+    # --mode msnet_sweep (freqjax/studies/msnet_sweep.py): the plain base run to compare with, its sides
+    # (empty: 1/2, 3/4 and all of image_size), the share of eval images thresholds are calibrated on
+    c.msnet_sweep = ml_collections.ConfigDict(
+        dict(base_from="", base_sizes=(), calibration_fraction=0.5, threshold_step=0.05)
+    )
     return c
 
 
@@ -246,8 +255,9 @@ def validate_train_config(config: ml_collections.ConfigDict) -> None:
     Raises:
         ValueError: the first bad field, naming it, its value and what is valid.
     """
-    from freqjax.data.augment import EVAL_AUGMENTS, TRAIN_AUGMENTS
+    from freqjax.data.augment import EVAL_AUGMENTS, parse_train_augment
     from freqjax.models import model_info
+    from freqjax.train.init_from import INIT_HEADS
     from freqjax.train.optim import OPTIMIZERS, SCHEDULES
 
     check_keys(config, train_defaults().keys())
@@ -268,7 +278,7 @@ def validate_train_config(config: ml_collections.ConfigDict) -> None:
             check_positive_int(name, config[name])
     if config.num_train_steps == -1:
         _check_number("num_epochs", config.num_epochs, 1e-9)
-    check_choice("augment", config.augment, TRAIN_AUGMENTS)
+    parse_train_augment(config.augment)
     check_choice("eval_augment", config.eval_augment, EVAL_AUGMENTS)
     check_choice("optimizer", config.optimizer, OPTIMIZERS)
     check_choice("schedule", config.schedule, SCHEDULES)
@@ -279,6 +289,7 @@ def validate_train_config(config: ml_collections.ConfigDict) -> None:
     if sorted(config.boundaries) != list(config.boundaries) or any(b <= 0 for b in config.boundaries):
         raise ValueError(f"config.boundaries must be increasing positive epochs, got {config.boundaries!r}")
     _check_trainable(config)
+    check_choice("init_head", config.init_head, INIT_HEADS)
     _check_allow_config_change(config)
     keep = tuple(config.dct_keep)
     if len(keep) != 3 or not all(isinstance(k, int) and 1 <= k <= 64 for k in keep):
