@@ -26,6 +26,7 @@ __all__ = [
     "encode",
     "idct_ortho",
     "keep_count",
+    "l1_encode",
     "l1_prune",
     "nsse",
 ]
@@ -136,23 +137,37 @@ def encode(
 def decode(coef: jax.Array, index: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """Rebuild a tensor from coefficients (Alg. 3): zero-pad, inverse DCT, un-permute, reshape.
 
-    Pure jnp (jit-able, differentiable in ``coef``); returns the reference layout ``shape``.
+    Pure jnp (jit-able, differentiable in ``coef``); returns the reference layout ``shape``. An
+    empty ``index`` (length 0) means the columns were never reordered (the no-reordering baseline).
     """
-    m = index.shape[0]
+    m = index.shape[0] or (math.prod(shape) // max(coef.shape[0], 1) if coef.ndim == 2 else 0)
     if coef.ndim != 2 or coef.shape[1] > m or coef.shape[0] * m != math.prod(shape):
         raise ValueError(f"coef of shape {coef.shape} and an index of length {m} cannot decode to shape {shape}")
     padded = jnp.pad(coef, ((0, 0), (0, m - coef.shape[1])))
     rows = jax.scipy.fft.idct(padded, norm="ortho", axis=-1)
-    return jnp.take(rows, index, axis=1).reshape(shape)
+    return (jnp.take(rows, index, axis=1) if index.shape[0] else rows).reshape(shape)
+
+
+def scatter_decode(values: jax.Array, positions: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Rebuild an l1-pruned tensor: the kept (g, t) columns at ``positions`` of a zero (g, N/g) view.
+
+    Pure jnp (jit-able, differentiable in ``values``); the inverse of :func:`l1_encode`.
+    """
+    g = values.shape[0] if values.ndim == 2 else 0
+    if values.ndim != 2 or positions.shape != (values.shape[1],) or not g or math.prod(shape) % g:
+        raise ValueError(f"values {values.shape} and positions {positions.shape} cannot decode to shape {shape}")
+    rows = jnp.zeros((g, math.prod(shape) // g), values.dtype).at[:, positions].set(values)
+    return rows.reshape(shape)
 
 
 def decode_numpy(coded: CodedTensor) -> np.ndarray:
     """:func:`decode` on the host in float64 (for reports: no compilation per shape)."""
     g, t = coded.coef.shape
-    m = coded.index.shape[0]
+    m = math.prod(coded.shape) // g
     padded = np.zeros((g, m))
     padded[:, :t] = coded.coef
-    return idct_ortho(padded)[:, coded.index].reshape(coded.shape)
+    rows = idct_ortho(padded)
+    return (rows[:, coded.index] if coded.index.shape[0] else rows).reshape(coded.shape)
 
 
 def l1_prune(w: np.ndarray, g: int, r: float) -> np.ndarray:
@@ -171,6 +186,23 @@ def l1_prune(w: np.ndarray, g: int, r: float) -> np.ndarray:
     out = np.zeros_like(view)
     out[:, keep] = view[:, keep]
     return out.reshape(arr.shape)
+
+
+def l1_encode(w: np.ndarray, g: int, r: float) -> CodedTensor:
+    """:func:`l1_prune` as a stored tensor: the kept columns' values and their positions.
+
+    Returns a :class:`CodedTensor` whose ``coef`` is the (g, t) kept columns (float32) and whose
+    ``index`` holds their t column positions in increasing order (what :func:`scatter_decode`
+    needs); the same columns as :func:`l1_prune` keeps.
+    """
+    arr = _as_reference(w)
+    g = check_group(arr.size, g)
+    m = arr.size // g
+    t = keep_count(m, r)
+    view = arr.reshape(g, m)
+    norms = np.abs(view.astype(np.float64)).sum(axis=0)
+    keep = np.sort(np.argsort(-norms, kind="stable")[:t])
+    return CodedTensor(view[:, keep].astype(np.float32), keep.astype(np.int64), tuple(arr.shape))
 
 
 def nsse(w: object, w_hat: object) -> float:

@@ -51,7 +51,8 @@ def _entries(tree: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], list[dict]
                 raise ValueError(f"leaf {key!r} is not a concrete compressed tensor (abstract, or a split() half)")
             arrays[f"{key}#coef"] = np.asarray(leaf.coef)
             arrays[f"{key}#index"] = np.asarray(leaf.index).astype(index_dtype(leaf.columns))
-            meta.append({"key": key, "ref_shape": leaf.ref_shape, "flax_shape": leaf.flax_shape, "r": leaf.r})
+            entry = {"key": key, "ref_shape": leaf.ref_shape, "flax_shape": leaf.flax_shape, "r": leaf.r}
+            meta.append(entry if leaf.kind == "dct" else {**entry, "kind": leaf.kind})
         else:
             if isinstance(leaf, jax.ShapeDtypeStruct) or not hasattr(leaf, "shape"):
                 raise ValueError(f"leaf {key!r} must be an array, got {type(leaf).__name__}")
@@ -105,6 +106,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
                     tuple(entry["ref_shape"]),
                     tuple(entry["flax_shape"]),
                     entry["r"],
+                    entry.get("kind", "dct"),  # files written before the baselines hold 'dct' only
                 )
             else:
                 value = jnp.asarray(data[key])
