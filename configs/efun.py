@@ -10,8 +10,19 @@ Architectures and sizes: docs/reference.md section 2.
         --config.num_train_steps=20 --config.batch_size=16 --workdir runs/efun_smoke
 
 Variants (``:name``): efun, efun_s, efun_s_plus, efun_l, efun_variant_a, efun_variant_b (paper
-Tables 4-5 ablations), lefun (Table 8: only the learnable 8x8 front trains, in front of the frozen
-eFUN of ``--config.init_from=runs/efun``, the default), lefun_e2e (LeFUN trained end to end).
+Tables 4-5 ablations), lefun, lefun_e2e (section 4.6, Table 8; below).
+
+LeFUN (section 4.6) replaces the fixed DCT by a learned 8x8 stride-8 convolution on YCbCr, in two
+ways. ``lefun`` is the two-stage one: stage 1 trains eFUN (``:efun``), stage 2 adds the front and
+trains only it, the eFUN behind it frozen (its parameters and its BatchNorm statistics: frozen
+BatchNorm layers normalise with their running statistics in training, freqjax.train.steps)::
+
+    python -m freqjax.main --config configs/efun.py:efun --workdir runs/efun           # stage 1
+    python -m freqjax.main --config configs/efun.py:lefun --workdir runs/lefun \
+        --config.init_from=runs/efun                                                   # stage 2
+
+``init_from`` may also be the FUN repository's PyTorch eFUN checkpoint (``efun.pth``): its weights
+load into everything but the front. ``lefun_e2e`` trains front and eFUN together from scratch.
 
 Paper results (ImageNet top-1, Table 2 / Table 8): eFUN 77.0 %, eFUN-S 75.6 %, eFUN-S+ 73.3 %,
 eFUN-L 78.8 %, variant A 75 %, variant B 74.9 %, LeFUN 72.8 %, LeFUN_e2e 77.2 %.
@@ -21,14 +32,23 @@ every 2.4 epochs, 450 epochs, weight decay 1e-5 on kernels only, label smoothing
 drop-path 0.2 (0.3 for eFUN-L), EMA 0.9999, Inception crop 224 + flip + colour jitter 0.4; eval
 resize 256 bicubic -> centre crop 224. **Decision**: the paper's lr 0.048 is timm's 0.016 per 256
 images at a global batch of 768 (6 GPUs x 128); scale it linearly if you change ``batch_size``.
-The warm-up is linear per step (timm steps it per epoch). **Decision** for ``lefun`` (the paper
-gives no schedule for it): the same recipe for 30 epochs; the frozen eFUN's BatchNorm statistics
-keep updating in training mode.
+The warm-up is linear per step (timm steps it per epoch).
+
+**Decision** (LeFUN front init; the paper does not say): both LeFUN variants start the front at
+random (``model_options.front_init='random'``, He normal as every conv). LeFUN scores 4.2 points
+below the eFUN it is put in front of and its learned filters look "rather different than those of
+the DCT" (Fig. 7): a front started at the exact DCT would begin at eFUN's accuracy. Set
+``--config.model_options.front_init=dct`` to ask the other question. **Decision** (front shape):
+'grouped', each 8x8x1 block of a plane to 64 outputs as the text says (4.25M parameters; the
+table's 4.3M fits ``front='full'``, 4.27M, better). **Decision** (``lefun`` schedule, not given):
+the eFUN recipe for 30 epochs, without dropout and drop-path (nothing behind the front trains, so
+they would only add noise to its gradient). **Decision** (``lefun_e2e``): from scratch with the
+full 450-epoch eFUN recipe ("training the entire network end-to-end").
 """
 
 import ml_collections
 
-from freqjax.train.config import train_defaults
+from freqjax.train.config import model_options, train_defaults
 
 VARIANTS = ("efun", "efun_s", "efun_s_plus", "efun_l", "efun_variant_a", "efun_variant_b", "lefun", "lefun_e2e")
 
@@ -66,8 +86,13 @@ def get_config(arg: str = "efun") -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 2000
     c.log_every_steps = 100
     c.worker_count = 8
+    if arg.startswith("lefun"):
+        c.model_options = model_options("lefun", front="grouped", front_init="random")
     if arg == "lefun":
-        c.trainable = "^dct_front/"
+        c.trainable = "^dct_front/"  # everything else (parameters and BatchNorm statistics) is frozen
         c.init_from = "runs/efun"
+        c.init_head = "load"
         c.num_epochs = 30.0
+        c.drop_rate = 0.0
+        c.drop_path_rate = 0.0
     return c

@@ -25,12 +25,13 @@ import numpy as np
 
 from freqjax.dct import dct_matrix
 from freqjax.models.blocks import BlockArgs, SEConfig, make_block
-from freqjax.models.layers import batch_norm, conv2d, dense_init, get_activation
+from freqjax.models.layers import batch_norm, conv2d, conv_init, dense_init, get_activation
 from freqjax.models.xsepconv import PADDING_STRATEGIES, XSEP_FORMS, two_by_two_padding
 
-__all__ = ["FRONTS", "MBNet", "NetSpec", "dct_front_init"]
+__all__ = ["FRONTS", "FRONT_INITS", "MBNet", "NetSpec", "dct_front_init"]
 
 FRONTS = ("grouped", "full")
+FRONT_INITS = ("dct", "random")  # LeFUN's front: the exact block DCT, or timm's He fan-out normal
 Dtype = Any
 
 
@@ -45,6 +46,9 @@ class NetSpec:
         stem_stride: 2, or 1 for small inputs (XSepConv's CIFAR / Tiny-ImageNet settings).
         front: LeFUN's learnable 8x8 stride-8 front, 'grouped' (per colour plane, 64 filters
             each) or 'full' (192 filters over all planes); None for none.
+        front_init: how that front starts, one of :data:`FRONT_INITS`: 'dct' (equal to the fixed
+            8x8 block DCT, :func:`dct_front_init`) or 'random' (He normal over fan-out, as
+            every other conv).
         head: width of the 1x1 head conv, or None for none.
         head_norm / head_bias: BN after the head conv / a bias on it.
         head_after_pool: pool before the head conv (MobileNetV3's efficient head).
@@ -60,6 +64,7 @@ class NetSpec:
     stem: int | None = 32
     stem_stride: int = 2
     front: str | None = None
+    front_init: str = "dct"
     head: int | None = 1280
     head_norm: bool = True
     head_bias: bool = False
@@ -73,6 +78,8 @@ class NetSpec:
     def __post_init__(self):
         if self.front is not None and self.front not in FRONTS:
             raise ValueError(f"front must be one of {FRONTS} or None, got {self.front!r}")
+        if self.front_init not in FRONT_INITS:
+            raise ValueError(f"front_init must be one of {FRONT_INITS}, got {self.front_init!r}")
         get_activation(self.act)
         if self.stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {self.stem_stride!r}")
@@ -189,7 +196,7 @@ class MBNet(nn.Module):
             padding="VALID",
             feature_group_count=3 if grouped else 1,
             use_bias=False,
-            kernel_init=dct_front_init(self.spec.front),
+            kernel_init=dct_front_init(self.spec.front) if self.spec.front_init == "dct" else conv_init,
             dtype=self.dtype,
             name="dct_front",
         )(x)

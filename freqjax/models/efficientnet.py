@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 
 from freqjax.models.blocks import decode_stages
-from freqjax.models.builder import FRONTS, MBNet, NetSpec
+from freqjax.models.builder import FRONT_INITS, FRONTS, MBNet, NetSpec
 from freqjax.models.layers import make_divisible
 from freqjax.models.registry import ModelInfo, register
 
@@ -77,7 +77,7 @@ def efficientnet_spec(width: float = 1.0, depth: float = 1.0) -> NetSpec:
     )
 
 
-def efun_spec(name: str, front: str | None = None) -> NetSpec:
+def efun_spec(name: str, front: str | None = None, front_init: str = "dct") -> NetSpec:
     """The eFUN table ``name`` on DCT input (``front=None``) or on YCbCr behind LeFUN's front."""
     table, head = EFUN_TABLES[name]
     return NetSpec(
@@ -85,14 +85,17 @@ def efun_spec(name: str, front: str | None = None) -> NetSpec:
         in_channels=192 if front is None else 3,
         stem=None,
         front=front,
+        front_init=front_init,
         head=head,
     )
 
 
-def _lefun(front: str, **common) -> MBNet:
+def _lefun(front: str, front_init: str, **common) -> MBNet:
     if front not in FRONTS:
         raise ValueError(f"lefun front must be one of {FRONTS}, got {front!r}")
-    return MBNet(efun_spec("efun", front=front), **common)
+    if front_init not in FRONT_INITS:
+        raise ValueError(f"lefun front_init must be one of {FRONT_INITS}, got {front_init!r}")
+    return MBNet(efun_spec("efun", front=front, front_init=front_init), **common)
 
 
 register(
@@ -127,5 +130,9 @@ for _name, _table in (
 
 # LeFUN (Table 8). The text says each 8x8x1 block of a plane becomes 1x1x64 (grouped per plane,
 # 12,288 weights: 4,245,736 parameters); the table's 4.3M fits a full 192->192 layer better
-# (36,864 weights: 4,270,312). Grouped is the default, 'full' an option; both start at the DCT.
-register(ModelInfo("lefun", "ycbcr", 224, FUN, "Table 8", options=(("front", "grouped"),)), _lefun)
+# (36,864 weights: 4,270,312). Grouped is the default, 'full' an option. front_init: 'dct' starts
+# the front at the exact DCT (LeFUN then equals eFUN on 4:4:4 input), 'random' as any other conv
+# (the paper's learned-front question; configs/efun.py's lefun variants use it).
+register(
+    ModelInfo("lefun", "ycbcr", 224, FUN, "Table 8", options=(("front", "grouped"), ("front_init", "dct"))), _lefun
+)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import re
 import signal
 import time
 from pathlib import Path
@@ -30,8 +29,9 @@ from freqjax.data.loader import eval_batches, train_loader
 from freqjax.data.sources import make_source
 from freqjax.models import create_model, model_info
 from freqjax.train import optim, parallel, steps
-from freqjax.train.checkpoint import Checkpointer, load_weights, merge_weights
+from freqjax.train.checkpoint import Checkpointer, merge_weights
 from freqjax.train.config import validate_train_config
+from freqjax.train.init_from import load_init_weights
 from freqjax.train.workdir import WorkdirLock, check_resume_config, check_workdir, write_run_config
 from freqjax.train.writers import MetricWriter, ProgressBar
 
@@ -108,6 +108,7 @@ class Setup:
                 dtype=self.dtype,
                 dct_keep=keep,
                 inject_nan_at_step=config.inject_nan_at_step,
+                trainable=config.trainable,
             ),
             in_shardings=(rep, data),
             out_shardings=(rep, rep),
@@ -121,6 +122,18 @@ class Setup:
             out_shardings=rep,
         )
         self.rep = rep
+        self._init_weights: dict[bool, tuple] = {}
+
+    def init_weights(self, for_eval: bool = False) -> tuple[dict, object]:
+        """``config.init_from``'s weights checked against this model (host arrays, no compilation; cached).
+
+        Returns (weights, may_be_missing) of :func:`freqjax.train.init_from.load_init_weights`.
+        """
+        if for_eval not in self._init_weights:
+            state = self.abstract_state()
+            target = {"params": state.params, "batch_stats": state.batch_stats}
+            self._init_weights[for_eval] = load_init_weights(self.config, self.num_classes, target, for_eval=for_eval)
+        return self._init_weights[for_eval]
 
     def init_state(self) -> steps.TrainState:
         """Fresh replicated state from ``config.seed`` (jitted, so it is placed on every device)."""
@@ -135,18 +148,15 @@ class Setup:
         return state
 
     def _load_init(self, state: steps.TrainState) -> steps.TrainState:
-        # weights (and BN statistics) from another run; parameters matched by config.trainable may be new
-        regex = re.compile(self.config.trainable) if self.config.trainable else None
-        loaded = load_weights(self.config.init_from)
-        params, n = merge_weights(state.params, loaded["params"], lambda name: bool(regex and regex.search(name)))
+        # weights (and BN statistics) from config.init_from; parameters matched by config.trainable,
+        # and the head under init_head='reinit', may be new
+        loaded, may_be_missing = self.init_weights()
+        params, n = merge_weights(state.params, loaded["params"], may_be_missing)
         stats, _ = merge_weights(state.batch_stats, loaded["batch_stats"], lambda name: True)
-        if n == 0:
-            raise ValueError(
-                f"config.init_from={self.config.init_from!r} shares no parameter with {self.config.model!r}"
-            )
         if jax.process_index() == 0:
             print(
-                f"init_from {self.config.init_from}: loaded {n} of {len(jax.tree_util.tree_leaves(params))} parameters"
+                f"init_from {self.config.init_from}: loaded {n} of {len(jax.tree_util.tree_leaves(params))} "
+                f"parameters (head: {self.config.init_head})"
             )
         params, stats = jax.device_put((params, stats), self.rep)
         ema = self.config.ema_decay > 0
@@ -303,6 +313,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     s = Setup(config, workdir)
     is_main = jax.process_index() == 0
+    if config.init_from and not _has_checkpoint(s.workdir):
+        s.init_weights()  # a bad source fails here: before compiling, before the workdir is touched
     check_workdir(s.workdir)
     lock = WorkdirLock(s.workdir)
     if is_main:
@@ -392,13 +404,35 @@ def _train(s: Setup) -> dict:
     return result
 
 
+def _has_checkpoint(workdir: Path) -> bool:
+    ckpt_dir = workdir / "checkpoints"
+    return ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Evaluate the newest checkpoint in ``workdir`` (and its EMA weights if the config has EMA).
 
+    A ``workdir`` without checkpoints and a ``config.init_from`` (a PyTorch state dict, a
+    compressed file, another run) evaluates those weights as they are: step 0, no EMA.
+
     Raises:
-        ValueError: no checkpoint in ``workdir``.
+        ValueError: no checkpoint in ``workdir`` and no ``config.init_from``.
     """
     s = Setup(config, workdir)
+    if config.init_from and not _has_checkpoint(s.workdir):
+        loaded, _ = s.init_weights(for_eval=True)
+        state = s.abstract_state()
+        params, _ = merge_weights(state.params, loaded["params"], lambda name: False)
+        stats, _ = merge_weights(state.batch_stats, loaded["batch_stats"], lambda name: False)
+        params, stats = jax.device_put((params, stats), s.rep)
+        result = {"eval": s.evaluate(params, stats)}
+        if jax.process_index() == 0:
+            print(
+                f"init_from {config.init_from} (no checkpoint in {s.workdir}): eval top1 {result['eval']['top1']:.4f}"
+                f" top5 {result['eval']['top5']:.4f}",
+                flush=True,
+            )
+        return {"step": 0, "init_from": config.init_from, **result}
     state, step = s.restore_newest()
     return {"step": step, **s.evaluate_all(state, step)}
 

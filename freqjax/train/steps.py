@@ -7,6 +7,8 @@ normalisation, 'ycbcr' -> JFIF YCbCr - 128 (LeFUN). Batches arrive as uint8 imag
 
 from __future__ import annotations
 
+import contextlib
+import re
 from typing import Any
 
 import flax
@@ -19,7 +21,7 @@ import optax
 from freqjax import dct
 from freqjax.train.optim import cross_entropy, ema_update
 
-__all__ = ["TrainState", "eval_step", "init_state", "to_model_input", "train_step"]
+__all__ = ["TrainState", "eval_step", "frozen_batch_norm", "init_state", "to_model_input", "train_step"]
 
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 _STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -71,6 +73,42 @@ def init_state(
     )
 
 
+def frozen_batch_norm(trainable: str):
+    """A context in which BatchNorm layers whose ``scale`` (else ``bias``) path ``trainable`` does not
+    match run with ``use_running_average=True`` even in training: frozen parts of a network
+    (LeFUN's eFUN behind its learned front) keep their statistics bitwise and normalise as at test
+    time. ``trainable=''`` (everything trains) changes nothing.
+
+    A flax method interceptor, so every model's BatchNorm is covered, whether it gets
+    ``use_running_average`` as a field (the inverted-residual builder) or at call time (``setup``
+    models).
+    """
+    if not trainable:
+        return contextlib.nullcontext()
+    regex = re.compile(trainable)
+
+    def intercept(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name != "__call__" or not isinstance(module, nn.BatchNorm):
+            return next_fun(*args, **kwargs)
+        leaf = "scale" if module.use_scale else "bias"
+        if regex.search("/".join(module.path) + f"/{leaf}"):
+            return next_fun(*args, **kwargs)
+        if module.use_running_average is None:  # given at call time: replace it
+            kwargs = {k: v for k, v in kwargs.items() if k != "use_running_average"}
+            return next_fun(args[0], use_running_average=True, **kwargs)
+        # given as a field: flax forbids passing it again, so set it on this call's module instance
+        # (modules are frozen dataclasses, rebuilt on every apply) and put it back afterwards
+        previous = module.use_running_average
+        object.__setattr__(module, "use_running_average", True)
+        try:
+            return next_fun(*args, **kwargs)
+        finally:
+            object.__setattr__(module, "use_running_average", previous)
+
+    return nn.intercept_methods(intercept)
+
+
 def train_step(
     state: TrainState,
     batch: dict,
@@ -85,8 +123,13 @@ def train_step(
     dtype=jnp.float32,
     dct_keep=(64, 64, 64),
     inject_nan_at_step: int = -1,
+    trainable: str = "",
 ) -> tuple[TrainState, dict]:
     """One optimiser step on a global batch ``{'image': uint8, 'label': int32, 'skipped': int32}``.
+
+    ``trainable`` (``config.trainable``, a regex over parameter paths; '' = all) also freezes the
+    BatchNorm layers whose parameters it does not match: they normalise with their running
+    statistics and leave them unchanged (:func:`frozen_batch_norm`), as in evaluation.
 
     Returns the new state and scalar metrics: loss, accuracy, learning_rate, grad_norm, skipped
     (corrupt records replaced in this batch).
@@ -96,13 +139,14 @@ def train_step(
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
 
     def loss_fn(params):
-        logits, updates = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
-            x,
-            train=True,
-            mutable=["batch_stats"],
-            rngs={"dropout": rng},
-        )
+        with frozen_batch_norm(trainable):
+            logits, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": rng},
+            )
         # multi-exit models (MSNet: low- and high-resolution classifiers) train on the sum of their losses
         outputs = logits if isinstance(logits, tuple | list) else (logits,)
         loss = sum(cross_entropy(out, labels, label_smoothing).mean() for out in outputs)
