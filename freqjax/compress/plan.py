@@ -157,16 +157,31 @@ def _mobilenetv2_rule_for(names: Sequence[str]) -> Rule:
     return rule
 
 
+def _all_but_first_rule(name: str, ref_shape: tuple[int, ...]) -> bool:
+    # The paper's "all convolutional layers ... the output layer as a 1x1 conv ... we omit the first
+    # layer", for any network: convs reading the image (3 input channels) and depthwise convs (1
+    # input channel each) are not compressed.
+    if not name.endswith(".weight") and not name.endswith("/kernel"):
+        return False
+    if len(ref_shape) == 2:
+        return True
+    return len(ref_shape) == 4 and ref_shape[2] <= 3 and ref_shape[1] > 3
+
+
 PRESETS: dict[str, str] = {
     "resnet50": "every conv with kernel <= 3 (1x1, 3x3, downsample) and fc.weight; not conv1, BN, fc.bias",
     "mobilenetv2_100": "the 1x1 convs from torchvision's features.8 on (incl. conv_head) and classifier.weight",
+    "all_but_first": "every conv with kernel <= 3 and every dense kernel, except convs reading the image "
+    "(3 input channels) and depthwise convs (1 input channel); for any network",
 }
+_PRESET_RULES = {"resnet50": lambda names: _resnet50_rule, "mobilenetv2_100": _mobilenetv2_rule_for}
+_PRESET_RULES["all_but_first"] = lambda names: _all_but_first_rule
 
 
 def _resolve_rule(rule: object, names: dict[tuple[str, ...], str]) -> tuple[Rule, list[str]]:
     """(rule callable, explicit patterns that must each match something)."""
     if isinstance(rule, str) and rule in PRESETS:
-        return (_resnet50_rule if rule == "resnet50" else _mobilenetv2_rule_for(list(names.values()))), []
+        return _PRESET_RULES[rule](list(names.values())), []
     if callable(rule):
         return rule, []
     patterns = [rule] if isinstance(rule, str) else rule
