@@ -42,9 +42,15 @@ JOBS = {
     "input_bench": ("freqjax.train.loop", "benchmark_input"),
     "dct_demo": ("freqjax.studies.dct_demo", "run_dct_demo"),
     "msnet_sweep": ("freqjax.studies.msnet_sweep", "run_msnet_sweep"),
+    "compress": ("freqjax.studies.compression", "run_compression"),
 }
-# A dct_demo config only runs the demo; a training config trains, evaluates or benchmarks its input.
-_MODES_OF = {"dct_demo": ("dct_demo",), "train": ("train", "eval", "input_bench", "msnet_sweep")}
+# A dct_demo config only runs the demo, a compress config only compresses; a training config trains,
+# evaluates or benchmarks its input.
+_MODES_OF = {
+    "dct_demo": ("dct_demo",),
+    "compress": ("compress",),
+    "train": ("train", "eval", "input_bench", "msnet_sweep"),
+}
 
 
 def _debug() -> bool:
@@ -94,7 +100,7 @@ class _HeldOrbaxErrors:
 
 def choose_mode(config_mode: str | None, requested: str | None) -> str:
     """The job to run: ``--mode`` if given, else ``config.mode``; ValueError if this config cannot run it."""
-    allowed = _MODES_OF["dct_demo" if config_mode == "dct_demo" else "train"]
+    allowed = _MODES_OF.get(config_mode, _MODES_OF["train"])
     mode = requested or config_mode
     if mode not in allowed:
         raise ValueError(f"mode must be one of {list(allowed)} for this config, got {mode!r}")
