@@ -85,8 +85,9 @@ def read_index(path: str | os.PathLike) -> dict:
         raise ValueError(f"prepared dataset {str(path)!r} has format {index.get('format')!r}, this reader {FORMAT!r}")
     if not index["complete"]:
         raise ValueError(
-            f"prepared dataset {str(path)!r} is unfinished (its prepare was interrupted); run the same "
-            f"`python -m freqjax.data.prepare {index['source']} {path}` again to finish it"
+            f"prepared dataset {str(path)!r} is unfinished (its prepare was interrupted); run "
+            f"`python -m freqjax.data.prepare {index['source']} {path}` again with the same options "
+            f"(--store {index['store']}) to finish it"
         )
     return index
 

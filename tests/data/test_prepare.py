@@ -96,7 +96,7 @@ def test_an_interrupted_prepare_resumes_without_redoing_finished_shards(tmp_path
     first = out / "train-00000-of-00006.array_record"
     assert first.is_file() and (out / "train-00001-of-00006.array_record.partial").is_file()
     assert not (out / "train-00001-of-00006.array_record").exists()  # a half-written shard never looks complete
-    with pytest.raises(ValueError, match=r"unfinished .* run the same"):
+    with pytest.raises(ValueError, match=r"unfinished .* again with the same options \(--store encoded\) to finish"):
         make_source(f"prepared:{out}", True)
     mtime = first.stat().st_mtime_ns
     calls.clear()
