@@ -8,9 +8,9 @@ From "Tensor Reordering for CNN Compression" (Ulicny, Krylov & Dahyot)::
 ``config`` is a training config (model, data, optimiser, ``num_epochs`` of fine-tuning) plus a
 ``compression`` group (:func:`compression_defaults`). The job
 
-1. loads ``config.init_from`` (a freqjax workdir or checkpoint through
-   :func:`freqjax.train.checkpoint.load_weights`, or a file written by :func:`freqjax.compress.save`,
-   compressed or not) and checks that it fits ``config.model``;
+1. loads ``config.init_from`` (any training run's source: a freqjax workdir or checkpoint, a
+   PyTorch / timm / torchvision state dict; or a file written by :func:`freqjax.compress.save`,
+   whose compressed layers are kept when they match the plan) and checks it fits ``config.model``;
 2. plans (:func:`freqjax.compress.make_plan`) and compresses with ``compression.method``: the
    paper's reordered DCT, or a baseline at the same kept values (``dct_no_reorder``, ``l1``);
 3. evaluates the original and the compressed network;
@@ -51,8 +51,9 @@ from freqjax.compress.schemes import SCHEMES
 from freqjax.compress.tree import CompressedTensor, check_plan, compress, count, to_reference
 from freqjax.runtime import atomic_path
 from freqjax.train import parallel, steps
-from freqjax.train.checkpoint import Checkpointer, load_weights
+from freqjax.train.checkpoint import Checkpointer
 from freqjax.train.config import check_choice, check_keys, model_options, train_defaults
+from freqjax.train.init_from import read_weights, source_kind
 from freqjax.train.loop import Setup
 from freqjax.train.optim import cross_entropy
 from freqjax.train.workdir import RUN_CONFIG, WorkdirLock, check_resume_config, check_workdir, write_run_config
@@ -160,6 +161,10 @@ def _split_config(config: ml_collections.ConfigDict) -> tuple[ml_collections.Con
         raise ValueError("config.init_from must name the trained network to compress (a workdir, checkpoint or .npz)")
     if config.trainable:
         raise ValueError(f"config.trainable must be '' here (compression.finetune chooses), got {config.trainable!r}")
+    if config.get("init_head", "load") != "load":
+        raise ValueError(
+            f"config.init_head must be 'load' to compress a network's own classifier, got {config.init_head!r}"
+        )
     if config.ema_decay:
         raise ValueError(f"config.ema_decay must be 0 for a compression fine-tune, got {config.ema_decay!r}")
     return ml_collections.ConfigDict(values), group
@@ -186,13 +191,18 @@ def _is_compressed(tree: Any) -> bool:
     return any(isinstance(x, CompressedTensor) for x in _flat(tree).values())
 
 
-def _load_source(path: str) -> dict:
-    """{'params', 'batch_stats'} of ``config.init_from`` (compressed nodes kept as they are)."""
-    if os.path.isfile(path) and path.endswith(".npz"):
+def _load_source(config: ml_collections.ConfigDict) -> dict:
+    """{'params', 'batch_stats'} of ``config.init_from``; a compressed file keeps its compressed nodes.
+
+    Every other source (a freqjax workdir or checkpoint, a PyTorch / timm / torchvision state
+    dict) is read by :func:`freqjax.train.init_from.read_weights`, as a training run's init_from.
+    """
+    path = config.init_from
+    if source_kind(path) == "compressed":
         tree = storage.load(path)
-        return {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}
-    loaded = load_weights(path)
-    return {"params": loaded["params"], "batch_stats": loaded.get("batch_stats", {})}
+    else:
+        tree = read_weights(path, config.model, config.model_options.to_dict())
+    return {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}
 
 
 def _check_fits(source: dict, abstract: dict, init_from: str, model: str) -> None:
@@ -334,7 +344,7 @@ class _Job:
         self.s = Setup(self.train_config, workdir)
         self.workdir = self.s.workdir
         abstract = self.s.abstract_state()
-        source = _load_source(self.train_config.init_from)
+        source = _load_source(config)
         _check_fits(
             source, {"params": abstract.params, "batch_stats": abstract.batch_stats}, config.init_from, config.model
         )
