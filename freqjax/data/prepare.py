@@ -200,7 +200,7 @@ def _plan(src: Path, classes: list[str], splits: list[Split], store: str, per_sh
 
 def _record(job: tuple[str, str, int, str]) -> tuple[bytes, bool]:
     """(record, readable) of one image file; runs in the worker processes."""
-    from freqjax.data.sources import decode_image
+    from freqjax.data.decode import decode_image
 
     path, name, label, store = job
     try:

@@ -11,7 +11,7 @@ One record is one image file of the source folder, in the folder source's order:
                     length of the name (uint16)
     name    the file's path relative to the source folder, UTF-8 (for the unreadable-images log)
     data    kind 1 'encoded': the file's bytes as they were; kind 2 'pixels': height x width x 3
-            uint8, decoded by :func:`freqjax.data.sources.decode_image`; kind 0: nothing (the
+            uint8, decoded by :func:`freqjax.data.decode.decode_image`; kind 0: nothing (the
             file could not be read, or for 'pixels' not decoded)
 
 Both kinds decode with the folder source's own function, so a prepared dataset yields the very
@@ -50,7 +50,7 @@ def encode_record(label: int, name: str, kind: str, data: bytes | np.ndarray = b
 
 def decode_record(record: bytes) -> tuple[np.ndarray | None, int, str]:
     """(image or None if unreadable, label, name) of one record."""
-    from freqjax.data.sources import decode_image
+    from freqjax.data.decode import decode_image
 
     label, kind, height, width, name_len = _HEADER.unpack_from(record)
     start = _HEADER.size + name_len

@@ -27,15 +27,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
-import io
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from freqjax.data.decode import decode_image
 from freqjax.data.folder import IMAGE_SUFFIXES
 from freqjax.data.synthetic import grating_image
 from freqjax.runtime import atomic_path, cache_dir
@@ -47,7 +46,6 @@ __all__ = [
     "SyntheticSource",
     "TfdsSource",
     "class_folders",
-    "decode_image",
     "make_source",
     "parse_dataset",
 ]
@@ -101,21 +99,6 @@ class SyntheticSource:
 
     def __repr__(self) -> str:
         return f"SyntheticSource(size={self.size}, num_records={self.num_records}, seed={self.seed})"
-
-
-def decode_image(data: bytes | np.ndarray) -> np.ndarray:
-    """An image file's bytes as (H, W, 3) uint8 RGB (16-bit grey keeps its top byte); raises PIL's
-    OSError / ValueError / SyntaxError (or ValueError for float images) if it cannot."""
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes | bytearray) else data) as im:
-        if im.mode.startswith("I;16") or im.mode == "I":
-            # 16-bit grey (PNG): PIL's convert('RGB') clips every value above 255 to white; keep the top byte
-            grey = np.asarray(im, dtype=np.uint32)
-            if grey.max(initial=0) > 65535:
-                raise ValueError(f"{im.mode} image with values above 16 bits")
-            return np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=-1)
-        if im.mode == "F":
-            raise ValueError("floating-point image (mode F): convert it to 8-bit first")
-        return np.asarray(im.convert("RGB"))
 
 
 def _readable_file(images_file: Path) -> Path:
