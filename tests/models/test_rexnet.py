@@ -26,8 +26,8 @@ REXNET = {
 }
 
 
-def test_all_eleven_names_are_registered():
-    assert list_models("rexnet*") == sorted(REXNET)
+def test_all_eleven_names_and_the_plain_network_are_registered():
+    assert list_models("rexnet*") == sorted([*REXNET, "rexnet_plain"])
     assert model_info("rexnet_100").timm_name == "rexnet_100"
     assert model_info("rexnet_090").timm_name is None  # timm has no x0.9 / x2.2 / lite entry point
 
@@ -39,6 +39,40 @@ def test_parameters_exact_and_macs_within_three_percent(name):
     assert count_params(abstract_variables(model, (1, 224, 224, 3))) == params
     macs = count_macs(model, (224, 224, 3))
     assert abs(macs / 1e9 - gmacs) <= 0.03 * gmacs, macs
+
+
+def _plain_count(num_classes=1000, side=224):
+    """ReXNet-plain's parameters and MACs by hand: stem, 13 separable blocks (BN: 2 per channel), head."""
+    outs = [96 + 48 * i for i in range(12)] + [1024]
+    ins, strides = [32, *outs[:-1]], [2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1]
+    params, hw = 27 * 32 + 2 * 32, side // 2
+    macs = hw * hw * 27 * 32
+    for cin, cout, s in zip(ins, outs, strides, strict=True):
+        params += 9 * cin + 2 * cin + cin * cout + 2 * cout
+        hw //= s
+        macs += hw * hw * (9 * cin + cin * cout)
+    params += 1024 * 1280 + 2 * 1280 + 1280 * num_classes + num_classes
+    return params, macs + hw * hw * 1024 * 1280 + 1280 * num_classes
+
+
+def test_rexnet_plain_count_structure_and_forward():
+    model = create_model("rexnet_plain")
+    params, macs = _plain_count()
+    assert (params, macs) == (4_968_520, 442_145_152)  # 4.97 M parameters, 0.442 GMACs at 224 px
+    assert count_params(abstract_variables(model, (1, 224, 224, 3))) == params
+    assert count_macs(model, (224, 224, 3)) == macs
+    v = abstract_variables(model, (1, 32, 32, 3))["params"]
+    blocks = [v[f"blocks_{i}_{j}"] for i, n in enumerate((2, 2, 6, 3)) for j in range(n)]
+    widths = [b["conv_pw"]["kernel"].shape[-1] for b in blocks]
+    assert widths[:12] == list(range(96, 625, 48)) and widths[12] == 1024  # linear, then MobileNetV1's 1024
+    assert v["conv_head"]["kernel"].shape == (1, 1, 1024, 1280) and "se" not in blocks[5]
+    assert model_info("rexnet_plain").default_drop_rate == 0.2
+    small = create_model("rexnet_plain", num_classes=7)
+    variables = small.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    features = create_model("rexnet_plain", num_classes=0)
+    assert features.apply(variables, jnp.ones((2, 64, 64, 3))).shape == (2, 1280)
+    logits = small.apply(variables, jnp.ones((2, 64, 64, 3)))
+    assert logits.shape == (2, 7) and bool(jnp.all(jnp.isfinite(logits)))
 
 
 def test_channel_schedule_matches_reference():
