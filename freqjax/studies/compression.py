@@ -63,6 +63,7 @@ __all__ = [
     "FINETUNE",
     "METHODS",
     "VARIANTS",
+    "CompressionJob",
     "compress_config",
     "compression_defaults",
     "finetune_step",
@@ -335,8 +336,8 @@ def finetune_step(
     return new, metrics
 
 
-class _Job:
-    """One compression run in one workdir (see the module docstring)."""
+class CompressionJob:
+    """One compression run in one workdir: the constructor checks everything and writes nothing; :meth:`run` runs it."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         self.config = config
@@ -597,4 +598,4 @@ def run_compression(config: ml_collections.ConfigDict, workdir: str) -> dict:
         ValueError: a bad config, source, plan or an earlier compression of another plan in the
             workdir (before anything is compiled or written).
     """
-    return _Job(config, workdir).run()
+    return CompressionJob(config, workdir).run()
