@@ -51,9 +51,9 @@ from freqjax.compress.schemes import SCHEMES
 from freqjax.compress.tree import CompressedTensor, check_plan, compress, count, to_reference
 from freqjax.runtime import atomic_path
 from freqjax.train import parallel, steps
-from freqjax.train.checkpoint import Checkpointer
+from freqjax.train.checkpoint import Checkpointer, load_weights
 from freqjax.train.config import check_choice, check_keys, model_options, train_defaults
-from freqjax.train.init_from import read_weights, source_kind
+from freqjax.train.init_from import source_kind
 from freqjax.train.loop import Setup
 from freqjax.train.optim import cross_entropy
 from freqjax.train.workdir import RUN_CONFIG, WorkdirLock, check_resume_config, check_workdir, write_run_config
@@ -195,14 +195,23 @@ def _is_compressed(tree: Any) -> bool:
 def _load_source(config: ml_collections.ConfigDict) -> dict:
     """{'params', 'batch_stats'} of ``config.init_from``; a compressed file keeps its compressed nodes.
 
-    Every other source (a freqjax workdir or checkpoint, a PyTorch / timm / torchvision state
-    dict) is read by :func:`freqjax.train.init_from.read_weights`, as a training run's init_from.
+    The sources a training run's init_from takes (:func:`freqjax.train.init_from.source_kind`): a
+    freqjax workdir or checkpoint (:func:`freqjax.train.checkpoint.load_weights`), a PyTorch /
+    timm / torchvision state dict (converted strictly for ``config.model``), a freqjax ``.npz``.
     """
     path = config.init_from
-    if source_kind(path) == "compressed":
+    kind = source_kind(path)
+    if kind == "compressed":
         tree = storage.load(path)
+    elif kind == "torch":
+        from freqjax.interop.torch_weights import from_torch, read_state_dict
+
+        try:
+            tree = from_torch(read_state_dict(path), config.model, **config.model_options.to_dict())
+        except ValueError as err:
+            raise ValueError(f"config.init_from={path!r}: {err}") from None
     else:
-        tree = read_weights(path, config.model, config.model_options.to_dict())
+        tree = load_weights(path)
     return {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}
 
 
