@@ -9,57 +9,54 @@ ResNet (``conv1``, ``bn1``, ``layer{1,2,3}_{i}``, ``fc``).
 from __future__ import annotations
 
 import functools
-from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from freqjax.models.layers import batch_norm, conv2d, dense_init
 from freqjax.models.registry import ModelInfo, register
 from freqjax.models.resnet import BasicBlock
+from freqjax.models.staged import StagedNet, setup_bn, setup_conv
 
 __all__ = ["CifarResNet"]
 
-Dtype = Any
 
+class CifarResNet(StagedNet):
+    """A 3-stage ResNet for 32x32 RGB input; ``num_classes=0`` returns pooled features.
 
-class CifarResNet(nn.Module):
-    """A 3-stage ResNet for 32x32 RGB input; ``num_classes=0`` returns pooled features."""
+    A :class:`StagedNet` (stem, three stages, head), so MSNet can pair two of them
+    (``msnet_cifar_resnet{8,20}``: Network-L on 16x16, Network-H on 32x32).
+    """
 
     blocks_per_stage: int = 3
     width: int = 16
     num_classes: int = 10
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    dtype: Dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if getattr(x, "ndim", None) != 4 or x.shape[-1] != 3:
-            raise ValueError(f"x must be NHWC with 3 channels, got shape {getattr(x, 'shape', type(x))}")
-        x = conv2d(self.width, 3, 1, name="conv1", dtype=self.dtype)(x.astype(self.dtype))
-        x = nn.relu(batch_norm(train, name="bn1", dtype=self.dtype)(x))
-        index, num_blocks = 0, 3 * self.blocks_per_stage
+    @property
+    def num_stages(self) -> int:
+        return 3
+
+    def setup(self):
+        self.conv1 = setup_conv(self.width, 3, 1, self.dtype)
+        self.bn1 = setup_bn(self.dtype)
+        index, num_blocks, in_ch = 0, 3 * self.blocks_per_stage, self.width
         for stage in range(3):
+            blocks, features = [], self.width * 2**stage
             for i in range(self.blocks_per_stage):
                 stride = 2 if stage > 0 and i == 0 else 1
-                features = self.width * 2**stage
-                x = BasicBlock(
-                    features,
-                    stride,
-                    downsample=stride != 1 or x.shape[-1] != features,
-                    drop_path=self.drop_path_rate * index / num_blocks,
-                    dtype=self.dtype,
-                    zero_init_last=False,
-                    name=f"layer{stage + 1}_{i}",
-                )(x, train)
-                index += 1
-        x = jnp.mean(x, axis=(1, 2))
-        if self.num_classes == 0:
-            return x
-        x = nn.Dropout(self.drop_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype, name="fc")(x)
+                rate = self.drop_path_rate * index / num_blocks
+                blocks.append(BasicBlock(features, stride, stride != 1 or in_ch != features, rate, self.dtype, False))
+                in_ch, index = features, index + 1
+            setattr(self, f"layer{stage + 1}", blocks)  # flax names them layer{stage + 1}_{i}
+        self.setup_head("fc")
+
+    def forward_stem(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """3x3 conv (stride 1) -> BN -> ReLU: no down-sampling, CIFAR images are small."""
+        return jax.nn.relu(self.bn1(self.conv1(x), use_running_average=not train))
+
+    def forward_stage(self, index: int, x: jax.Array, train: bool = False) -> jax.Array:
+        """The blocks of ``layer{index + 1}``."""
+        for block in getattr(self, f"layer{index + 1}"):
+            x = block(x, train)
+        return x
 
 
 for _depth in (8, 14, 20):
@@ -75,5 +72,5 @@ for _depth in (8, 14, 20):
             options=(("width", 16),),
             variant_of=None if _depth == 8 else "cifar_resnet8",
         ),
-        functools.partial(CifarResNet, (_depth - 2) // 6),
+        functools.partial(CifarResNet, blocks_per_stage=(_depth - 2) // 6),
     )

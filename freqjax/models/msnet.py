@@ -38,6 +38,10 @@ BASES = {
     "msnet_mobilenetv1_075": ("mobilenetv1_075", 256),
     "msnet_mobilenetv1_100": ("mobilenetv1_100", 256),
     "msnet_densenet121": ("densenet121", 224),
+    # not in the paper: MS-versions of the small CIFAR ResNets (Network-L on 16x16, Network-H on
+    # 32x32) for studies on CIFAR-10 that fit a CPU
+    "msnet_cifar_resnet8": ("cifar_resnet8", 32),
+    "msnet_cifar_resnet20": ("cifar_resnet20", 32),
 }
 
 
@@ -129,12 +133,19 @@ def _msnet(base: str, **kw) -> MSNet:
 
 for _name, (_base, _side) in BASES.items():
     _table = {"resnet18": "Table 1", "densenet121": "Table 3"}.get(_base, "Table 2")
+    if _base.startswith("cifar"):
+        _table = "not in the paper: the MSNet construction over a CIFAR ResNet"
     # MobileNetV1 widths share every code path with msnet_mobilenetv1_100; MS-DenseNet-121 combines
     # the MSNet wrapper of msnet_resnet18 with densenet121's stages, both trained on their own in
-    # the train-mode test (its forward is compared with PyTorch in tests/models/test_msnet.py)
-    _variant_of = {"mobilenetv1_100": None, "resnet18": None, "densenet121": "msnet_resnet18"}.get(
-        _base, "msnet_mobilenetv1_100"
-    )
+    # the train-mode test (its forward is compared with PyTorch in tests/models/test_msnet.py);
+    # the CIFAR MSNets likewise combine msnet_resnet18's wrapper with cifar_resnet8's stages
+    _variant_of = {
+        "mobilenetv1_100": None,
+        "resnet18": None,
+        "densenet121": "msnet_resnet18",
+        "cifar_resnet8": "msnet_resnet18",
+        "cifar_resnet20": "msnet_cifar_resnet8",
+    }.get(_base, "msnet_mobilenetv1_100")
     register(
         ModelInfo(_name, "rgb", _side, PAPER, _table, default_drop_rate=0.0, variant_of=_variant_of),
         functools.partial(_msnet, _base),

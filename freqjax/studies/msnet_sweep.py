@@ -22,6 +22,8 @@ import numpy as np
 from freqjax.models.counting import count_macs
 from freqjax.models.msnet import MSNet
 from freqjax.models.msnet_infer import check_images, check_model, check_threshold, exit_macs, two_exit_predictions
+from freqjax.studies.msnet_calibration import ExitOutputs, Point, calibrate, split_indices, threshold_points
+from freqjax.train.workdir import RUN_CONFIG
 
 __all__ = ["DEFAULT_THRESHOLDS", "SweepResult", "run_msnet_sweep", "sweep", "threshold_rows"]
 
@@ -159,42 +161,210 @@ DEFAULT_THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(11))
 
 
 def run_msnet_sweep(config: Any, workdir: str) -> dict:
-    """The ``msnet_sweep`` job: sweep a trained MSNet run's newest checkpoint over its evaluation split.
+    """The ``msnet_sweep`` job: a trained MSNet run's newest checkpoint against its plain base network.
 
-    ``python -m freqjax.main --config configs/msnet.py:msnet_resnet18 --workdir RUN --mode msnet_sweep``
-    (the config and overrides the run was trained with). Thresholds 0, 0.1, ..., 1; the model's
-    own weights (not the EMA copy); one process (the predictions are gathered on the host).
-    Writes ``RUN/msnet_sweep/sweep.{csv,md,png}`` and returns the rows.
+    ``python -m freqjax.studies.msnet_sweep --config configs/msnet.py:VARIANT --workdir RUN
+    --config.msnet_sweep.base_from=BASE_RUN`` (the config and overrides the run was trained with).
+    On the run's evaluation split (``config.eval_steps`` batches at most), sharded over the devices:
+
+    - the MSNet at thresholds 0, ``threshold_step``, ..., 1 (the paper's Figure 5 curve);
+    - the plain base network of ``BASE_RUN`` (its ``run_config.json`` names the model) at each of
+      ``base_sizes``, through the run's evaluation transform (resize, then the centre crop of
+      ``eval_augment`` / ``crop_pct``: the paper's resize -> crop), and the paper's multi-scale
+      test (the softmax probabilities at half and full size averaged; the MACs of both);
+    - calibrated thresholds: on a seeded ``calibration_fraction`` of the images, the threshold that
+      matches each base point's accuracy at the fewest MACs and the one most accurate within its
+      MACs (:func:`freqjax.studies.msnet_calibration.calibrate`); every reported number comes
+      from the other images.
+
+    The model's own weights (not the EMA copy). Writes ``RUN/msnet_sweep/sweep.{md,csv,png}`` and
+    ``calibrated.csv``; returns the rows.
+
+    Raises:
+        ValueError: before anything compiles: not an MSNet, a bad ``msnet_sweep`` field, a base run
+            that is missing, of another class count or not an RGB network.
     """
-    from freqjax.train import steps
     from freqjax.train.loop import Setup
 
-    if jax.process_count() > 1:
-        raise ValueError(f"--mode msnet_sweep runs on one process, got {jax.process_count()}")
+    options = _sweep_options(config)
     setup = Setup(config, workdir)  # validates the config; the model is built, nothing compiled yet
     check_model(setup.model)
+    side = int(config.image_size)
+    sizes = options["base_sizes"] or (side // 2, (3 * side) // 4, side)
+    base = _load_base(options["base_from"], setup.num_classes) if options["base_from"] else None
+    n = _evaluation_images(setup)
+    calibration, report = split_indices(n, options["calibration_fraction"] if base else 0.0, config.seed)
     state, step = setup.restore_newest()
+
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    outputs, labels = [], []
-    for batch in setup.eval_batches():
-        real = np.asarray(batch["mask"]) > 0
-        images = steps.to_model_input(jnp.asarray(batch["image"]), setup.input_kind)
-        outputs.append([a[real] for a in two_exit_predictions(setup.model, variables, images)])
-        labels.append(np.asarray(batch["label"])[real])
-    conf, pred_low, pred_high = (np.concatenate(p) for p in zip(*outputs, strict=True))
-    side = config.image_size
-    rows = threshold_rows(
-        setup.model,
-        (side, side, 3),
-        (conf, pred_low, pred_high),
-        np.concatenate(labels),
-        DEFAULT_THRESHOLDS,
-        name=config.model,
-    )
-    table = _markdown(rows)
+    (conf, pred_low, pred_high), labels = _predict(setup, _exit_outputs(setup.model, setup.input_kind), variables, side)
+    macs_low, macs_high = exit_macs(setup.model, (side, side, 3))
+    outputs = ExitOutputs(conf, pred_low, pred_high, labels, float(macs_low), float(macs_high))
+    step_size = options["threshold_step"]
+    thresholds = sorted({round(min(1.0, k * step_size), 6) for k in range(int(np.ceil(1 / step_size)) + 1)})
+    points = threshold_points(outputs, thresholds, report, config.model)
+    calibrated, targets = [], []
+    if base is not None:
+        model, variables, name = base
+        probs = {}
+        for s in sorted({*sizes, side // 2, side}):
+            (probs[s],), _ = _predict(setup, _probabilities(model), variables, s)
+        for s in sorted(probs):
+            macs = float(count_macs(model, (s, s, 3)))
+            targets.append(
+                tuple(Point(name, f"{s} px", macs, _top1(probs[s], labels, i)) for i in (calibration, report))
+            )
+        mean = (probs[side // 2] + probs[side]) / 2  # the paper's multi-scale test
+        macs = float(count_macs(model, (side // 2, side // 2, 3)) + count_macs(model, (side, side, 3)))
+        setting = f"multi-scale test ({side // 2} + {side} px)"
+        targets.append(tuple(Point(name, setting, macs, _top1(mean, labels, i)) for i in (calibration, report)))
+        points += [on_report for _, on_report in targets]
+        fine = [round(0.01 * k, 2) for k in range(101)]  # calibration grid
+        calibrated = calibrate(outputs, fine, calibration, report, targets)
+    out_dir = Path(workdir) / "msnet_sweep"
+    table = _job_markdown(points, calibrated, len(report), len(calibration))
     print(table, flush=True)
-    paths = _write(rows, table, str(Path(workdir) / "msnet_sweep"), config.model)
-    return {"step": step, "images": int(conf.shape[0]), "rows": rows, "paths": paths}
+    rows = [dataclasses.asdict(p) for p in points]
+    paths = _write(rows, table, str(out_dir), config.model) if jax.process_index() == 0 else {}
+    if calibrated and jax.process_index() == 0:
+        paths["calibrated"] = _write_csv(calibrated, out_dir / "calibrated.csv")
+    return {"step": step, "images": len(report), "calibration_images": len(calibration), "rows": rows,
+            "calibrated": calibrated, "paths": paths}  # fmt: skip
+
+
+def _sweep_options(config: Any) -> dict:
+    """``config.msnet_sweep`` checked (one line per bad field), with defaults where absent."""
+    given = dict(config.get("msnet_sweep") or {})
+    options = dict(base_from="", base_sizes=(), calibration_fraction=0.5, threshold_step=0.05) | given
+    step = options["threshold_step"]
+    if isinstance(step, bool) or not isinstance(step, int | float) or not 0.0 < step <= 1.0:
+        raise ValueError(f"msnet_sweep.threshold_step must be a number in (0, 1], got {step!r}")
+    sizes = options["base_sizes"]
+    if isinstance(sizes, int | str) or any(isinstance(s, bool) or not isinstance(s, int) or s < 8 for s in sizes):
+        raise ValueError(f"msnet_sweep.base_sizes must be a tuple of ints >= 8 (image sides), got {sizes!r}")
+    options["base_sizes"] = tuple(sizes)
+    split_indices(10, options["calibration_fraction"], 0)  # the range check
+    if options["base_from"] and not (Path(options["base_from"]) / RUN_CONFIG).is_file():
+        raise ValueError(
+            f"msnet_sweep.base_from={options['base_from']!r} is not a freqjax training workdir "
+            f"(no {RUN_CONFIG}); give the workdir of the plain base network's run"
+        )
+    return options
+
+
+def _load_base(workdir: str, num_classes: int) -> tuple[Any, Any, str]:
+    """(model, variables on the devices, name) of the plain network trained in ``workdir``."""
+    import json
+
+    from freqjax.models import create_model, model_info
+    from freqjax.train.checkpoint import load_weights
+
+    saved = json.loads((Path(workdir) / RUN_CONFIG).read_text())
+    name = saved["model"]
+    if model_info(name).input_kind != "rgb" or name.startswith("msnet_"):
+        raise ValueError(f"msnet_sweep.base_from={workdir!r} trained {name!r}; the base must be a plain RGB network")
+    if saved["num_classes"] != num_classes:
+        raise ValueError(
+            f"msnet_sweep.base_from={workdir!r} trained {saved['num_classes']} classes, this MSNet {num_classes}"
+        )
+    model = create_model(name, num_classes=num_classes, **saved.get("model_options", {}))
+    loaded = load_weights(workdir)
+    variables = {"params": loaded["params"], "batch_stats": loaded["batch_stats"]}
+    side = model_info(name).resolution
+    expected = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, side, side, 3))))
+    if jax.tree_util.tree_structure(expected) != jax.tree_util.tree_structure(variables):
+        raise ValueError(f"msnet_sweep.base_from={workdir!r}: its checkpoint does not fit {name!r}")
+    return model, jax.device_put(variables), name
+
+
+def _evaluation_images(setup: Any) -> int:
+    """How many images the evaluation reads (the whole split, or ``eval_steps`` batches of it)."""
+    n = len(setup.eval_source)
+    steps = setup.config.eval_steps
+    return n if steps == -1 else min(n, steps * setup.eval_batch_size)
+
+
+def _exit_outputs(model: MSNet, input_kind: str):
+    from freqjax.train.steps import to_model_input
+
+    def outputs(variables, images):
+        logits_low, logits_high = model.apply(variables, to_model_input(images, input_kind))
+        conf = jnp.max(jax.nn.softmax(logits_low.astype(jnp.float32), axis=-1), axis=-1)
+        return conf, jnp.argmax(logits_low, axis=-1), jnp.argmax(logits_high, axis=-1)
+
+    return outputs
+
+
+def _probabilities(model: Any):
+    from freqjax.train.steps import to_model_input
+
+    def probabilities(variables, images):
+        return (jax.nn.softmax(model.apply(variables, to_model_input(images, "rgb")).astype(jnp.float32), axis=-1),)
+
+    return probabilities
+
+
+def _predict(setup: Any, fn, variables: Any, image_size: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """``fn(variables, uint8 images)``'s outputs and the labels over the evaluation images at
+    ``image_size`` (the run's evaluation transform), batches sharded over all devices, gathered."""
+    from jax.experimental import multihost_utils
+
+    from freqjax.data.loader import eval_batches
+    from freqjax.train import parallel
+
+    c = setup.config
+    step = jax.jit(fn, in_shardings=(setup.rep, parallel.data_sharding(setup.mesh)))
+    batches = eval_batches(setup.eval_source, global_batch=setup.eval_batch_size, image_size=image_size,
+                           augment=c.eval_augment, crop_pct=c.crop_pct, worker_count=c.worker_count,
+                           process_index=jax.process_index(), process_count=jax.process_count())  # fmt: skip
+    parts, labels = [], []
+    for i, batch in enumerate(batches):
+        if c.eval_steps != -1 and i >= c.eval_steps:
+            break
+        g = parallel.global_batch(batch, setup.mesh)
+        out, label, mask = multihost_utils.process_allgather((step(variables, g["image"]), g["label"], g["mask"]))
+        real = np.asarray(mask) > 0
+        parts.append([np.asarray(a)[real] for a in out])
+        labels.append(np.asarray(label)[real])
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True)), np.concatenate(labels)
+
+
+def _top1(probs: np.ndarray, labels: np.ndarray, index: np.ndarray) -> float:
+    return float(np.mean(np.argmax(probs[index], axis=-1) == labels[index])) if len(index) else float("nan")
+
+
+def _job_markdown(points: list[Point], calibrated: list[dict], n_report: int, n_calibration: int) -> str:
+    lines = [f"Top-1 on {n_report} evaluation images"]
+    if n_calibration:
+        lines[0] += f" (thresholds below calibrated on {n_calibration} other images)"
+    lines += ["", "| network | setting | MMACs / image | top-1 % | exit at L % |", "|---|---|---|---|---|"]
+    for p in points:
+        frac = "" if p.fraction_low is None else f"{100 * p.fraction_low:.1f}"
+        lines.append(f"| {p.network} | {p.setting} | {p.macs / 1e6:.2f} | {100 * p.top1:.2f} | {frac} |")
+    if calibrated:
+        lines += ["", "| compared with | calibrated for | threshold | MSNet top-1 % | its top-1 % | gain (points) "
+                  "| MSNet MMACs | its MMACs | MACs ratio |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in calibrated:
+            if r["threshold"] is None:
+                lines.append(f"| {r['target']} | {r['criterion']} | none meets it | | {100 * r['target_top1']:.2f} "
+                             f"| | | {r['target_macs'] / 1e6:.2f} | |")  # fmt: skip
+                continue
+            lines.append(
+                f"| {r['target']} | {r['criterion']} | {r['threshold']:.2f} | {100 * r['top1']:.2f} "
+                f"| {100 * r['target_top1']:.2f} | {100 * r['top1_gain']:+.2f} | {r['macs'] / 1e6:.2f} "
+                f"| {r['target_macs'] / 1e6:.2f} | {r['macs_ratio']:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(rows: list[dict], path: Path) -> str:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)
 
 
 def _markdown(rows: list[dict]) -> str:

@@ -63,6 +63,7 @@ MAY_CHANGE_ON_RESUME = frozenset(
         "init_from",  # only read by a fresh start
         "inject_nan_at_step",
         "allow_config_change",
+        "msnet_sweep",  # read by the sweep only
     }
 )
 # Evaluating a checkpoint (``--mode eval``, studies) only needs the state to have the same structure.

@@ -47,6 +47,8 @@ def midpoints(conf, fractions):
 
 def test_registered_models_are_two_base_networks():
     assert list_models("msnet_*") == [
+        "msnet_cifar_resnet20",
+        "msnet_cifar_resnet8",
         "msnet_densenet121",
         "msnet_mobilenetv1_025",
         "msnet_mobilenetv1_050",
@@ -59,6 +61,24 @@ def test_registered_models_are_two_base_networks():
     assert sorted(v["params"]) == ["high", "low"]
     assert count_params(v) == 2 * 11_689_512  # two ResNet-18s, torchvision names inside each
     assert v["params"]["high"]["layer4_1"]["conv2"]["kernel"].shape == (3, 3, 512, 512)
+
+
+def test_cifar_msnet_is_two_cifar_resnets_with_l_at_half_the_side():
+    model = create_model("msnet_cifar_resnet8", num_classes=10)
+    base = create_model("cifar_resnet8", num_classes=10)
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    assert count_params(v) == 2 * count_params(
+        jax.eval_shape(lambda: base.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    )
+    low, high = exit_macs(model, (32, 32, 3))
+    assert (low, high) == (count_macs(base, (16, 16, 3)), count_macs(base, (32, 32, 3)))
+    variables = model.init(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    logits_low, logits_high = model.apply(variables, x)
+    # Network-L alone is the CIFAR ResNet on the 2x-downsampled images
+    low_alone = base.apply({k: variables[k]["low"] for k in variables}, x.reshape(2, 16, 2, 16, 2, 3).mean((2, 4)))
+    np.testing.assert_allclose(logits_low, low_alone, rtol=1e-5, atol=1e-5)
+    assert logits_high.shape == (2, 10)
 
 
 def test_two_scale_cost_of_ms_resnet18_is_the_papers():
