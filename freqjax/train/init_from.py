@@ -28,7 +28,7 @@ import numpy as np
 
 from freqjax.train.checkpoint import load_weights
 
-__all__ = ["HEAD_MODULES", "INIT_HEADS", "head_leaf", "load_init_weights", "source_kind"]
+__all__ = ["HEAD_MODULES", "INIT_HEADS", "head_leaf", "load_init_weights", "read_weights", "source_kind"]
 
 INIT_HEADS = ("load", "reinit")
 HEAD_MODULES = ("classifier", "fc")  # the final Dense layer's name in every freqjax model
@@ -40,7 +40,7 @@ _VALID = (
 )
 
 
-def source_kind(path: str) -> str:
+def source_kind(path: str, arg: str = "config.init_from") -> str:
     """'checkpoint', 'torch' or 'compressed' for an ``init_from`` path.
 
     Raises:
@@ -56,7 +56,7 @@ def source_kind(path: str) -> str:
     if p.is_file() and p.suffix == ".npz":
         return "compressed"
     what = "does not exist" if not p.exists() else "is not a directory and has another suffix"
-    raise ValueError(f"config.init_from={path!r} {what}; it must be {_VALID}")
+    raise ValueError(f"{arg}={path!r} {what}; it must be {_VALID}")
 
 
 def head_leaf(path: str) -> bool:
@@ -69,37 +69,44 @@ def _flat(tree) -> dict[str, object]:
     return {"/".join(str(getattr(k, "key", k)) for k in p): v for p, v in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def _from_torch(config: ml_collections.ConfigDict) -> dict:
+def _from_torch(path: str, model: str, options: dict, arg: str) -> dict:
     from freqjax.interop.torch_weights import from_torch, read_state_dict
 
-    state_dict = read_state_dict(config.init_from)
-    name, options = config.model, config.model_options.to_dict()
-    base = _BASE_NETWORK.get(name)
+    state_dict = read_state_dict(path)
+    base = _BASE_NETWORK.get(model)
     if base is not None and not any(k.startswith(("conv_stem.", f"{base[1]}.")) for k in state_dict):
-        name, options = base[0], {}  # the base network's weights; the missing module must train
+        model, options = base[0], {}  # the base network's weights; the missing module must train
     try:
-        return from_torch(state_dict, name, **options)
+        return from_torch(state_dict, model, **options)
     except ValueError as err:
-        raise ValueError(f"config.init_from={config.init_from!r}: {err}") from None
+        raise ValueError(f"{arg}={path!r}: {err}") from None
 
 
-def _from_compressed(path: str) -> dict:
+def _from_compressed(path: str, arg: str) -> dict:
     from freqjax.compress import decompress, load
 
     tree = load(path)
     if "params" not in tree:
-        raise ValueError(f"config.init_from={path!r} is a compressed file without 'params'")
+        raise ValueError(f"{arg}={path!r} is a compressed file without 'params'")
     dense = jax.device_get(decompress(tree))
     return {"params": dense["params"], "batch_stats": dense.get("batch_stats", {})}
 
 
-def _read(config: ml_collections.ConfigDict) -> dict:
-    kind = source_kind(config.init_from)
+def read_weights(path: str, model: str, options: dict | None = None, *, arg: str = "config.init_from") -> dict:
+    """``{'params', 'batch_stats'}`` (host arrays) of any ``init_from`` source, for model ``model``.
+
+    ``model`` and ``options`` (its ``model_options``) only matter for PyTorch state dicts, which
+    are converted for that model; the other sources are freqjax trees already.
+
+    Raises:
+        ValueError: the path is no source (:func:`source_kind`) or does not convert.
+    """
+    kind = source_kind(path, arg)
     if kind == "checkpoint":
-        return load_weights(config.init_from)
+        return load_weights(path)
     if kind == "torch":
-        return _from_torch(config)
-    return _from_compressed(config.init_from)
+        return _from_torch(path, model, dict(options or {}), arg)
+    return _from_compressed(path, arg)
 
 
 def _head_classes(params: dict) -> int | None:
@@ -133,7 +140,7 @@ def load_init_weights(
             f"{init_head!r} would evaluate a random one: set config.init_head='load'"
         )
     regex = re.compile(config.trainable) if config.trainable and not for_eval else None
-    loaded = _read(config)
+    loaded = read_weights(config.init_from, config.model, config.model_options.to_dict())
     target_classes = _head_classes(target["params"])
     source_classes = _head_classes(loaded["params"])
     if init_head == "reinit":

@@ -109,6 +109,20 @@ def frozen_batch_norm(trainable: str):
     return nn.intercept_methods(intercept)
 
 
+def _keep_frozen(ema, current, trainable: str, collection: str):
+    """``ema`` with ``current``'s leaf wherever ``trainable`` freezes it (a BatchNorm's statistics
+    are frozen with its ``scale``)."""
+    regex = re.compile(trainable)
+
+    def pick(path, e, c):
+        names = [str(getattr(k, "key", k)) for k in path]
+        if collection == "batch_stats":
+            names[-1] = "scale"
+        return e if regex.search("/".join(names)) else c
+
+    return jax.tree_util.tree_map_with_path(pick, ema, current)
+
+
 def train_step(
     state: TrainState,
     batch: dict,
@@ -163,6 +177,11 @@ def train_step(
             ema_params=ema_update(state.ema_params, params, ema_decay),
             ema_batch_stats=ema_update(state.ema_batch_stats, batch_stats, ema_decay),
         )
+        if trainable:  # d * x + (1 - d) * x is not always x in floating point: frozen copies stay exact
+            new = new.replace(
+                ema_params=_keep_frozen(new.ema_params, params, trainable, "params"),
+                ema_batch_stats=_keep_frozen(new.ema_batch_stats, batch_stats, trainable, "batch_stats"),
+            )
     metrics = {
         "loss": loss,
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
