@@ -49,7 +49,7 @@ def train_loader(
         source: a random-access source (:mod:`freqjax.data.sources`).
         global_batch: batch size over all processes.
         image_size: output side.
-        augment: one of :data:`freqjax.data.augment.TRAIN_AUGMENTS`.
+        augment: a ``config.augment`` spec, base kind [+ policies] (:func:`freqjax.data.augment.parse_train_augment`).
         colour_jitter: colour jitter strength (0 = off).
         seed: shuffle and augmentation seed.
         worker_count: grain worker processes (0 = in the main process).
