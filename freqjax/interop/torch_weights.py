@@ -247,6 +247,7 @@ def to_torch(variables: Mapping[str, Any], name: str, *, layout: str | None = No
             if key is None:
                 unexpected.append(f"{collection}/{'/'.join(path)}")
                 continue
+            seen.add(key)
             shape = targets[key][2]
             arr = np.asarray(jax.device_get(leaf), np.float32)
             if arr.shape != shape:
@@ -254,7 +255,6 @@ def to_torch(variables: Mapping[str, Any], name: str, *, layout: str | None = No
                 continue
             # an owned, writable, C-ordered copy (torch.from_numpy shares memory with it)
             out[key] = np.array(arr.transpose(_to_torch_axes(len(shape))) if len(shape) in (2, 4) else arr, order="C")
-            seen.add(key)
     missing = sorted(f"{targets[k][0]}/{'/'.join(targets[k][1])}" for k in set(targets) - seen)
     if missing or unexpected or mis_shaped:
         raise ValueError(_mismatch_report(name, num_classes, missing, unexpected, mis_shaped, what="variables"))
