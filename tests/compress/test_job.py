@@ -99,6 +99,9 @@ def test_a_compressed_file_is_a_source_of_its_own_plan_only(trained, tmp_path):
     with pytest.raises(ValueError, match=r"was compressed with another plan: .* sparse"):
         run_compression(job_config(tmp_path / "r2.npz", method="l1"), str(tmp_path / "other"))
     assert not (tmp_path / "other").exists()
+    # a workdir holding a compression of another plan is refused, whatever the source
+    with pytest.raises(ValueError, match=r"same/compressed_init\.npz was compressed with another plan"):
+        run_compression(job_config(trained, r=4.0), str(tmp_path / "same"))
 
 
 @pytest.mark.parametrize(
@@ -114,12 +117,6 @@ def test_bad_compression_settings_stop_before_anything_is_written(trained, tmp_p
     with pytest.raises(ValueError, match=message):
         run_compression(job_config(trained, **compression), str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
-
-
-def test_a_workdir_holding_another_compression_is_refused(trained, tmp_path):
-    run_compression(job_config(trained), str(tmp_path))
-    with pytest.raises(ValueError, match=r"compressed_init\.npz was compressed with another plan"):
-        run_compression(job_config(trained, r=4.0), str(tmp_path))
 
 
 def _cmd(workdir, *args):
@@ -190,3 +187,44 @@ def test_sigkill_during_the_fine_tune_then_resume_is_bitwise_equal(trained, tmp_
         return [(m["step"], m["train/loss"]) for m in map(json.loads, (w / "metrics.jsonl").read_text().splitlines())]
 
     assert curve(tmp_path / "killed") == curve(tmp_path / "whole") and len(curve(tmp_path / "whole")) == 30
+
+
+def _curve(argv):
+    from freqjax.studies.compression_curve import main
+
+    main(argv)
+
+
+def test_the_curve_runs_every_cell_writes_csv_md_png_and_reuses_finished_cells(trained, tmp_path, capsys):
+    out = tmp_path / "curve"
+    sets = [f"--set={k}={v}" for k, v in {**TINY, "num_train_steps": 2}.items()]
+    argv = ["--from", str(trained), "--ratios", "2,4", "--methods", "dct", "--out", str(out), *sets]
+    _curve(argv)
+    rows = (out / "curve.csv").read_text().splitlines()
+    assert rows[0].startswith("method,r,kept_values,index_entries,parameters,bytes,param_ratio") and len(rows) == 3
+    table = {float(r.split(",")[1]): r.split(",") for r in rows[1:]}
+    assert int(table[4.0][2]) * 2 == int(table[2.0][2]) and float(table[4.0][6]) > float(table[2.0][6]) > 1
+    for cells in table.values():
+        report = json.loads((out / f"dct_r{cells[1].removesuffix('.0')}" / "report.json").read_text())
+        assert float(cells[-2]) == report["before"]["top1"] and float(cells[-1]) == report["finetuned"]["top1"]
+    assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG" and "| dct | 4 |" in (out / "curve.md").read_text()
+    assert capsys.readouterr().out.count("== ") == 2
+    _curve(argv)  # every cell finished: read, not rerun
+    assert capsys.readouterr().out.count("== ") == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--ratios", "2,0.5"], "--ratios must be comma-separated numbers >= 1"),
+        (["--ratios", "2,500"], "r=500.0 keeps int"),
+        (["--ratios", "2", "--methods", "dct,l3"], "--methods must be among"),
+        (["--ratios", "2", "--set", "num_trian_steps=3"], "--set num_trian_steps: no such config field"),
+    ],
+)
+def test_a_bad_curve_is_one_line_and_writes_nothing(trained, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        _curve(["--from", str(trained), "--out", str(tmp_path / "curve"), *extra])
+    (line,) = [x for x in capsys.readouterr().err.strip().splitlines() if "error:" in x]
+    assert message in line
+    assert not (tmp_path / "curve").exists()
