@@ -92,8 +92,15 @@ def test_a_compressed_file_is_a_source_of_its_own_plan_only(trained, tmp_path):
     variables = load_weights(trained)
     plan = make_plan(variables, "all_but_first", "uniform", g=4, r=2.0)
     save(compress(variables, plan), tmp_path / "r2.npz")
-    result = run_compression(job_config(tmp_path / "r2.npz"), str(tmp_path / "same"))
+    result = run_compression(job_config(tmp_path / "r2.npz", finetune="all"), str(tmp_path / "same"))
     assert "original" not in result and result["compressed"]["coefficients"] * 2 == sum(x.size for x in plan.layers)
+    start, final = load(tmp_path / "r2.npz"), load(tmp_path / "same" / "compressed.npz")
+    for module in ("conv1", "fc", "bn1"):  # finetune='all': the uncompressed layers and BatchNorm train too
+        a, b = _leaves(start["params"][module]), _leaves(final["params"][module])
+        assert any(
+            not np.array_equal(np.asarray(getattr(a[k], "coef", a[k])), np.asarray(getattr(b[k], "coef", b[k])))
+            for k in a
+        ), module
     with pytest.raises(ValueError, match=r"r2.npz.* was compressed with another plan: layer '.*' has g=4, t="):
         run_compression(job_config(tmp_path / "r2.npz", r=4.0), str(tmp_path / "other"))
     with pytest.raises(ValueError, match=r"was compressed with another plan: .* sparse"):
@@ -228,3 +235,14 @@ def test_a_bad_curve_is_one_line_and_writes_nothing(trained, tmp_path, capsys, e
     (line,) = [x for x in capsys.readouterr().err.strip().splitlines() if "error:" in x]
     assert message in line
     assert not (tmp_path / "curve").exists()
+
+
+def test_a_compress_config_runs_the_compress_job_only():
+    from freqjax.main import JOBS, choose_mode
+
+    assert JOBS["compress"] == ("freqjax.studies.compression", "run_compression")
+    assert choose_mode("compress", None) == "compress"
+    with pytest.raises(ValueError, match=r"mode must be one of \['compress'\] for this config, got 'train'"):
+        choose_mode("compress", "train")
+    with pytest.raises(ValueError, match=r"got 'compress'"):
+        choose_mode("train", "compress")
