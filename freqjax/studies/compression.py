@@ -41,7 +41,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from freqjax.compress import storage
 from freqjax.compress.codec import CodedTensor, decode_numpy, nsse
@@ -50,12 +49,19 @@ from freqjax.compress.plan import PRESETS, STRATEGIES, STRATEGY_ARGS, make_plan
 from freqjax.compress.schemes import SCHEMES
 from freqjax.compress.tree import CompressedTensor, check_plan, compress, count, to_reference
 from freqjax.runtime import atomic_path
+from freqjax.studies.compression_finetune import (
+    assemble,
+    compressed_tree,
+    finetune_step,
+    flat_leaves,
+    halves,
+    static_layers,
+)
 from freqjax.train import parallel, steps
 from freqjax.train.checkpoint import Checkpointer, load_weights
 from freqjax.train.config import check_choice, check_keys, model_options, train_defaults
 from freqjax.train.init_from import source_kind
 from freqjax.train.loop import Setup
-from freqjax.train.optim import cross_entropy
 from freqjax.train.workdir import RUN_CONFIG, WorkdirLock, check_resume_config, check_workdir, write_run_config
 from freqjax.train.writers import MetricWriter
 
@@ -66,7 +72,6 @@ __all__ = [
     "CompressionJob",
     "compress_config",
     "compression_defaults",
-    "finetune_step",
     "run_compression",
     "validate_compression",
 ]
@@ -171,25 +176,8 @@ def _split_config(config: ml_collections.ConfigDict) -> tuple[ml_collections.Con
     return ml_collections.ConfigDict(values), group
 
 
-def _flat(tree: Any) -> dict[tuple[str, ...], Any]:
-    return {
-        tuple(str(k.key) for k in kp): x
-        for kp, x in jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: isinstance(x, CompressedTensor))[0]
-    }
-
-
-def _nest(flat: dict[tuple[str, ...], Any]) -> dict:
-    out: dict = {}
-    for path, x in flat.items():
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = x
-    return out
-
-
 def _is_compressed(tree: Any) -> bool:
-    return any(isinstance(x, CompressedTensor) for x in _flat(tree).values())
+    return any(isinstance(x, CompressedTensor) for x in flat_leaves(tree).values())
 
 
 def _load_source(config: ml_collections.ConfigDict) -> dict:
@@ -217,11 +205,11 @@ def _load_source(config: ml_collections.ConfigDict) -> dict:
 
 def _check_fits(source: dict, abstract: dict, init_from: str, model: str) -> None:
     """ValueError naming the first leaf where ``source`` differs from the model's variables."""
-    want = {("params", *p): tuple(x.shape) for p, x in _flat(abstract["params"]).items()}
-    want |= {("batch_stats", *p): tuple(x.shape) for p, x in _flat(abstract["batch_stats"]).items()}
+    want = {("params", *p): tuple(x.shape) for p, x in flat_leaves(abstract["params"]).items()}
+    want |= {("batch_stats", *p): tuple(x.shape) for p, x in flat_leaves(abstract["batch_stats"]).items()}
     got = {}
     for collection in ("params", "batch_stats"):
-        for p, x in _flat(source[collection]).items():
+        for p, x in flat_leaves(source[collection]).items():
             got[(collection, *p)] = x.flax_shape if isinstance(x, CompressedTensor) else tuple(np.shape(x))
     for key in sorted(want.keys() | got.keys()):
         name = "/".join(key)
@@ -246,103 +234,6 @@ def _plan(source: dict, group: ml_collections.ConfigDict, model: str):
         return make_plan(source, rule, group.strategy, **args, distance=group.distance, start=group.start)
     except (ValueError, TypeError) as err:
         raise type(err)(f"config.compression ({group.strategy}, {args}): {err}") from None
-
-
-# --- the fine-tune: kept values trainable, orderings and the rest frozen ----------------------
-
-
-def _static_layers(ctree: dict) -> tuple:
-    """((path, ref_shape, flax_shape, r, kind), ...) of the compressed leaves: static for jit."""
-    return tuple(
-        (p, x.ref_shape, x.flax_shape, x.r, x.kind)
-        for p, x in _flat(ctree["params"]).items()
-        if isinstance(x, CompressedTensor)
-    )
-
-
-def _halves(ctree: dict, finetune: str) -> tuple[dict, dict, dict]:
-    """(trainable params, frozen params, {'/'-path: index}); compressed leaves appear as their values."""
-    flat = _flat(ctree["params"])
-    values = {p: (x.coef if isinstance(x, CompressedTensor) else x) for p, x in flat.items()}
-    index = {"/".join(p): x.index for p, x in flat.items() if isinstance(x, CompressedTensor)}
-    train = {p for p, x in flat.items() if finetune == "all" or isinstance(x, CompressedTensor)}
-    return (
-        _nest({p: v for p, v in values.items() if p in train}),
-        _nest({p: v for p, v in values.items() if p not in train}),
-        index,
-    )
-
-
-def assemble(trainable: dict, frozen: dict, index: dict, layers: tuple) -> dict:
-    """The model's params: both halves merged, each compressed leaf decoded (jit-able, differentiable)."""
-    flat = {**_flat(frozen), **_flat(trainable)}
-    for path, ref_shape, flax_shape, r, kind in layers:
-        flat[path] = CompressedTensor(flat[path], index["/".join(path)], ref_shape, flax_shape, r, kind).weight()
-    return _nest(flat)
-
-
-def _compressed_tree(trainable: dict, frozen: dict, index: dict, layers: tuple, batch_stats: Any) -> dict:
-    flat = {**_flat(frozen), **_flat(trainable)}
-    for path, ref_shape, flax_shape, r, kind in layers:
-        flat[path] = CompressedTensor(
-            np.asarray(flat[path]), np.asarray(index["/".join(path)]), ref_shape, flax_shape, r, kind
-        )
-    return {"params": _nest(flat), "batch_stats": jax.device_get(batch_stats)}
-
-
-def finetune_step(
-    state: steps.TrainState,
-    batch: dict,
-    frozen: dict,
-    index: dict,
-    *,
-    model: Any,
-    tx: optax.GradientTransformation,
-    schedule: optax.Schedule,
-    layers: tuple,
-    input_kind: str,
-    seed: int,
-    label_smoothing: float = 0.0,
-    dtype: Any = jnp.float32,
-) -> tuple[steps.TrainState, dict]:
-    """One optimiser step on the trainable half (``state.params``); the kernels are rebuilt in the forward pass.
-
-    BatchNorm runs in training mode (batch statistics, running averages updated), as in the
-    reference's fine-tuning script. Returns the new state and the trainer's scalar metrics.
-    """
-    x = steps.to_model_input(batch["image"], input_kind, dtype)
-    labels = batch["label"]
-    rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
-
-    def loss_fn(trainable):
-        params = assemble(trainable, frozen, index, layers)
-        out, updates = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
-            x,
-            train=True,
-            mutable=["batch_stats"],
-            rngs={"dropout": rng},
-        )
-        outputs = out if isinstance(out, tuple | list) else (out,)
-        loss = sum(cross_entropy(o, labels, label_smoothing).mean() for o in outputs)
-        return loss, (outputs[-1], updates.get("batch_stats", {}))
-
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new = state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        batch_stats=batch_stats,
-        opt_state=opt_state,
-    )
-    metrics = {
-        "loss": loss,
-        "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-        "learning_rate": schedule(state.step),
-        "grad_norm": optax.tree.norm(grads),
-        "skipped": jnp.sum(batch["skipped"]),
-    }
-    return new, metrics
 
 
 class CompressionJob:
@@ -400,14 +291,14 @@ class CompressionJob:
                 out["original_bytes"] = storage.save(jax.device_get(self.source), os.path.join(tmp, "original.npz"))
             out["original_counts"] = count(self.source)
             out["nsse"] = self._nsse(ctree)
-        trainable, frozen, index = _halves(ctree, "coefficients")
+        trainable, frozen, index = halves(ctree, "coefficients")
         out["compressed"] = self.evaluate(assemble_fn(trainable, frozen, index), ctree["batch_stats"])
         with atomic_path(path) as tmp:
             Path(tmp).write_text(json.dumps(out, indent=1))
         return out
 
     def _nsse(self, ctree: dict) -> dict:
-        flat_src, flat_c = _flat(self.source["params"]), _flat(ctree["params"])
+        flat_src, flat_c = flat_leaves(self.source["params"]), flat_leaves(ctree["params"])
         out = {}
         for layer in self.plan.layers:
             node = flat_c[layer.path]
@@ -425,7 +316,7 @@ class CompressionJob:
 
     def finetune(self, ctree: dict, layers: tuple) -> tuple[steps.TrainState, dict, dict, dict]:
         s, is_main = self.s, jax.process_index() == 0
-        trainable, frozen, index = _halves(ctree, self.group.finetune)
+        trainable, frozen, index = halves(ctree, self.group.finetune)
         frozen, index = jax.device_put((frozen, index), s.rep)
         step_fn = jax.jit(
             functools.partial(
@@ -516,16 +407,14 @@ class CompressionJob:
             ctree = self.compressed()
             if jax.process_index() == 0:
                 write_run_config(self.workdir, self.config, self.s.num_classes)
-            layers = _static_layers(ctree)
+            layers = static_layers(ctree)
             assemble_fn = jax.jit(functools.partial(assemble, layers=layers))
             before = self.before(ctree, assemble_fn)
             state, frozen, index, stop = self.finetune(ctree, layers)
             if stop["signal"]:
                 return {"step": int(state.step), "stopped": stop["signal"]}
             trainable = jax.device_get(state.params)
-            final = _compressed_tree(
-                trainable, jax.device_get(frozen), jax.device_get(index), layers, state.batch_stats
-            )
+            final = compressed_tree(trainable, jax.device_get(frozen), jax.device_get(index), layers, state.batch_stats)
             after = self.evaluate(assemble_fn(state.params, frozen, index), state.batch_stats)
             report = self.report(final, before, after, step=int(state.step), seconds=time.perf_counter() - start)
         finally:
