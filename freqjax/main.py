@@ -42,6 +42,7 @@ JOBS = {
     "input_bench": ("freqjax.train.loop", "benchmark_input"),
     "dct_demo": ("freqjax.studies.dct_demo", "run_dct_demo"),
     "msnet_sweep": ("freqjax.studies.msnet_sweep", "run_msnet_sweep"),
+    "input_channels": ("freqjax.studies.input_channels", "run_input_channels"),
     "compress": ("freqjax.studies.compression", "run_compression"),
 }
 # A dct_demo config only runs the demo, a compress config only compresses; a training config trains,
@@ -49,7 +50,7 @@ JOBS = {
 _MODES_OF = {
     "dct_demo": ("dct_demo",),
     "compress": ("compress",),
-    "train": ("train", "eval", "input_bench", "msnet_sweep"),
+    "train": ("train", "eval", "input_bench", "msnet_sweep", "input_channels"),
 }
 
 

@@ -22,8 +22,8 @@ import numpy as np
 from freqjax.models.counting import count_macs
 from freqjax.models.msnet import MSNet
 from freqjax.models.msnet_infer import check_images, check_model, check_threshold, exit_macs, two_exit_predictions
+from freqjax.studies.eval_split import evaluation_images, load_plain_run, predict_eval_split, top1_of, write_csv
 from freqjax.studies.msnet_calibration import ExitOutputs, Point, calibrate, split_indices, threshold_points
-from freqjax.train.workdir import RUN_CONFIG
 
 __all__ = ["DEFAULT_THRESHOLDS", "SweepResult", "run_msnet_sweep", "sweep", "threshold_rows"]
 
@@ -191,13 +191,19 @@ def run_msnet_sweep(config: Any, workdir: str) -> dict:
     check_model(setup.model)
     side = int(config.image_size)
     sizes = options["base_sizes"] or (side // 2, (3 * side) // 4, side)
-    base = _load_base(options["base_from"], setup.num_classes) if options["base_from"] else None
-    n = _evaluation_images(setup)
+    base = (
+        load_plain_run(options["base_from"], setup.num_classes, "msnet_sweep.base_from")
+        if options["base_from"]
+        else None
+    )
+    n = evaluation_images(setup)
     calibration, report = split_indices(n, options["calibration_fraction"] if base else 0.0, config.seed)
     state, step = setup.restore_newest()
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    (conf, pred_low, pred_high), labels = _predict(setup, _exit_outputs(setup.model, setup.input_kind), variables, side)
+    (conf, pred_low, pred_high), labels = predict_eval_split(
+        setup, _exit_outputs(setup.model, setup.input_kind), variables, side
+    )
     macs_low, macs_high = exit_macs(setup.model, (side, side, 3))
     outputs = ExitOutputs(conf, pred_low, pred_high, labels, float(macs_low), float(macs_high))
     step_size = options["threshold_step"]
@@ -208,16 +214,16 @@ def run_msnet_sweep(config: Any, workdir: str) -> dict:
         model, variables, name = base
         probs = {}
         for s in sorted({*sizes, side // 2, side}):
-            (probs[s],), _ = _predict(setup, _probabilities(model), variables, s)
+            (probs[s],), _ = predict_eval_split(setup, _probabilities(model), variables, s)
         for s in sorted(probs):
             macs = float(count_macs(model, (s, s, 3)))
             targets.append(
-                tuple(Point(name, f"{s} px", macs, _top1(probs[s], labels, i)) for i in (calibration, report))
+                tuple(Point(name, f"{s} px", macs, top1_of(probs[s], labels, i)) for i in (calibration, report))
             )
         mean = (probs[side // 2] + probs[side]) / 2  # the paper's multi-scale test
         macs = float(count_macs(model, (side // 2, side // 2, 3)) + count_macs(model, (side, side, 3)))
         setting = f"multi-scale test ({side // 2} + {side} px)"
-        targets.append(tuple(Point(name, setting, macs, _top1(mean, labels, i)) for i in (calibration, report)))
+        targets.append(tuple(Point(name, setting, macs, top1_of(mean, labels, i)) for i in (calibration, report)))
         points += [on_report for _, on_report in targets]
         fine = [round(0.01 * k, 2) for k in range(101)]  # calibration grid
         calibrated = calibrate(outputs, fine, calibration, report, targets)
@@ -227,7 +233,7 @@ def run_msnet_sweep(config: Any, workdir: str) -> dict:
     rows = [dataclasses.asdict(p) for p in points]
     paths = _write(rows, table, str(out_dir), config.model) if jax.process_index() == 0 else {}
     if calibrated and jax.process_index() == 0:
-        paths["calibrated"] = _write_csv(calibrated, out_dir / "calibrated.csv")
+        paths["calibrated"] = write_csv(calibrated, out_dir / "calibrated.csv")
     return {"step": step, "images": len(report), "calibration_images": len(calibration), "rows": rows,
             "calibrated": calibrated, "paths": paths}  # fmt: skip
 
@@ -244,44 +250,7 @@ def _sweep_options(config: Any) -> dict:
         raise ValueError(f"msnet_sweep.base_sizes must be a tuple of ints >= 8 (image sides), got {sizes!r}")
     options["base_sizes"] = tuple(sizes)
     split_indices(10, options["calibration_fraction"], 0)  # the range check
-    if options["base_from"] and not (Path(options["base_from"]) / RUN_CONFIG).is_file():
-        raise ValueError(
-            f"msnet_sweep.base_from={options['base_from']!r} is not a freqjax training workdir "
-            f"(no {RUN_CONFIG}); give the workdir of the plain base network's run"
-        )
     return options
-
-
-def _load_base(workdir: str, num_classes: int) -> tuple[Any, Any, str]:
-    """(model, variables on the devices, name) of the plain network trained in ``workdir``."""
-    import json
-
-    from freqjax.models import create_model, model_info
-    from freqjax.train.checkpoint import load_weights
-
-    saved = json.loads((Path(workdir) / RUN_CONFIG).read_text())
-    name = saved["model"]
-    if model_info(name).input_kind != "rgb" or name.startswith("msnet_"):
-        raise ValueError(f"msnet_sweep.base_from={workdir!r} trained {name!r}; the base must be a plain RGB network")
-    if saved["num_classes"] != num_classes:
-        raise ValueError(
-            f"msnet_sweep.base_from={workdir!r} trained {saved['num_classes']} classes, this MSNet {num_classes}"
-        )
-    model = create_model(name, num_classes=num_classes, **saved.get("model_options", {}))
-    loaded = load_weights(workdir)
-    variables = {"params": loaded["params"], "batch_stats": loaded["batch_stats"]}
-    side = model_info(name).resolution
-    expected = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, side, side, 3))))
-    if jax.tree_util.tree_structure(expected) != jax.tree_util.tree_structure(variables):
-        raise ValueError(f"msnet_sweep.base_from={workdir!r}: its checkpoint does not fit {name!r}")
-    return model, jax.device_put(variables), name
-
-
-def _evaluation_images(setup: Any) -> int:
-    """How many images the evaluation reads (the whole split, or ``eval_steps`` batches of it)."""
-    n = len(setup.eval_source)
-    steps = setup.config.eval_steps
-    return n if steps == -1 else min(n, steps * setup.eval_batch_size)
 
 
 def _exit_outputs(model: MSNet, input_kind: str):
@@ -302,35 +271,6 @@ def _probabilities(model: Any):
         return (jax.nn.softmax(model.apply(variables, to_model_input(images, "rgb")).astype(jnp.float32), axis=-1),)
 
     return probabilities
-
-
-def _predict(setup: Any, fn, variables: Any, image_size: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-    """``fn(variables, uint8 images)``'s outputs and the labels over the evaluation images at
-    ``image_size`` (the run's evaluation transform), batches sharded over all devices, gathered."""
-    from jax.experimental import multihost_utils
-
-    from freqjax.data.loader import eval_batches
-    from freqjax.train import parallel
-
-    c = setup.config
-    step = jax.jit(fn, in_shardings=(setup.rep, parallel.data_sharding(setup.mesh)))
-    batches = eval_batches(setup.eval_source, global_batch=setup.eval_batch_size, image_size=image_size,
-                           augment=c.eval_augment, crop_pct=c.crop_pct, worker_count=c.worker_count,
-                           process_index=jax.process_index(), process_count=jax.process_count())  # fmt: skip
-    parts, labels = [], []
-    for i, batch in enumerate(batches):
-        if c.eval_steps != -1 and i >= c.eval_steps:
-            break
-        g = parallel.global_batch(batch, setup.mesh)
-        out, label, mask = multihost_utils.process_allgather((step(variables, g["image"]), g["label"], g["mask"]))
-        real = np.asarray(mask) > 0
-        parts.append([np.asarray(a)[real] for a in out])
-        labels.append(np.asarray(label)[real])
-    return tuple(np.concatenate(p) for p in zip(*parts, strict=True)), np.concatenate(labels)
-
-
-def _top1(probs: np.ndarray, labels: np.ndarray, index: np.ndarray) -> float:
-    return float(np.mean(np.argmax(probs[index], axis=-1) == labels[index])) if len(index) else float("nan")
 
 
 def _job_markdown(points: list[Point], calibrated: list[dict], n_report: int, n_calibration: int) -> str:
@@ -355,16 +295,6 @@ def _job_markdown(points: list[Point], calibrated: list[dict], n_report: int, n_
                 f"| {r['target_macs'] / 1e6:.2f} | {r['macs_ratio']:.2f} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def _write_csv(rows: list[dict], path: Path) -> str:
-    import csv
-
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(path)
 
 
 def _markdown(rows: list[dict]) -> str:

@@ -157,6 +157,16 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.msnet_sweep = ml_collections.ConfigDict(
         dict(base_from="", base_sizes=(), calibration_fraction=0.5, threshold_step=0.05)
     )
+    # --mode input_channels (freqjax/studies/input_channels.py, FUN Table 7): (y, cb, cr) rows kept, an RGB
+    # run to compare with, fine-tuning steps per row (0: none) and their learning rate (-1: a tenth of the run's)
+    c.input_channels = ml_collections.ConfigDict(
+        dict(
+            keep=((64, 64, 64), (64, 12, 12), (44, 10, 10), (32, 8, 8), (14, 5, 5)),
+            rgb_from="",
+            fine_tune_steps=0,
+            fine_tune_learning_rate=-1.0,
+        )
+    )
     return c
 
 

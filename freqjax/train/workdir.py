@@ -61,9 +61,11 @@ MAY_CHANGE_ON_RESUME = frozenset(
         "data_dir",
         "decode_cache",
         "init_from",  # only read by a fresh start
+        "init_head",
         "inject_nan_at_step",
         "allow_config_change",
         "msnet_sweep",  # read by the sweep only
+        "input_channels",  # read by --mode input_channels only
     }
 )
 # Evaluating a checkpoint (``--mode eval``, studies) only needs the state to have the same structure.
@@ -181,6 +183,16 @@ def _resolved(config: ml_collections.ConfigDict, num_classes: int) -> dict:
     return saved
 
 
+def _defaults(config: ml_collections.ConfigDict) -> dict[str, object]:
+    """Every field's default for this config's model, flattened as in ``run_config.json``."""
+    from freqjax.models import model_info
+    from freqjax.train.config import train_defaults
+
+    defaults = _flatten(json.loads(train_defaults().to_json()))
+    options = {f"model_options.{k}": v for k, v in _flatten(dict(model_info(config.model).options)).items()}
+    return {**defaults, **options}
+
+
 def write_run_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict, num_classes: int) -> None:
     """Save the resolved config in ``WORKDIR/run_config.json`` (atomically)."""
     with atomic_path(Path(workdir) / RUN_CONFIG) as tmp:
@@ -209,7 +221,14 @@ def check_resume_config(
         raise ValueError(f"{path} is unreadable ({err}); it records the config of the run in this workdir") from None
     now = _flatten(_resolved(config, num_classes))
     allowed = {f.strip() for f in str(config.get("allow_config_change", "")).split(",") if f.strip()}
-    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k, "<absent>") != now.get(k, "<absent>"))
+    defaults = _defaults(config)
+    changed = sorted(
+        k
+        for k in saved.keys() | now.keys()
+        if saved.get(k, "<absent>") != now.get(k, "<absent>")
+        # a field newer than the saved config, at its default, is what the run had
+        and not (k not in saved and k in defaults and now[k] == defaults[k])
+    )
 
     def permitted(field: str) -> bool:
         top = field.split(".", maxsplit=1)[0]

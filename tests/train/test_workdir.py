@@ -5,6 +5,7 @@ on a copy of its workdir."""
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -175,6 +176,19 @@ def test_allow_config_change_lets_a_named_field_differ():
         assert check_resume_config(d, _config(batch_size=8, seed=3), 10, evaluating=True)
         with pytest.raises(ValueError, match="optimizer"):
             check_resume_config(d, _config(optimizer="adamw"), 10, evaluating=True)
+
+
+def test_a_field_newer_than_the_saved_config_blocks_only_when_it_is_not_at_its_default(tmp_path):
+    from freqjax.train.workdir import write_run_config
+
+    write_run_config(tmp_path, _config(), 10)
+    path = tmp_path / RUN_CONFIG
+    saved = json.loads(path.read_text())
+    del saved["grad_clip_norm"], saved["model_options"]["width"]  # as written by an older freqjax
+    path.write_text(json.dumps(saved))
+    assert check_resume_config(tmp_path, _config(), 10) == []
+    with pytest.raises(ValueError, match=r"grad_clip_norm: '<absent>' -> 1\.0"):
+        check_resume_config(tmp_path, _config(grad_clip_norm=1.0), 10)
 
 
 @pytest.mark.parametrize(
