@@ -74,6 +74,13 @@ _SLOW_FIRST = (
     "tests/notebooks/",
     "tests/models/test_models.py::test_train_mode",
     "tests/train/test_workdir.py",
+    "tests/train/test_lefun.py",
+    "tests/studies/test_grid.py",
+    "tests/compress/test_job.py",
+    "tests/train/test_init_from.py",
+    "tests/studies/test_input_channels.py",
+    "tests/studies/test_msnet_sweep.py",
+    "tests/data/test_prepare.py",
 )
 
 
