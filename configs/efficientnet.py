@@ -12,11 +12,12 @@ jitter: ``--config.augment=inception+rand-m9-mstd0.5+erase0.2 --config.colour_ji
 
 import ml_collections
 
-from freqjax.train.config import train_defaults
+from freqjax.train.config import accelerator_variants, train_defaults
 
 VARIANTS = ("efficientnet_b0", "efficientnet_b1")
 
 
+@accelerator_variants
 def get_config(arg: str = "efficientnet_b0") -> ml_collections.ConfigDict:
     """``arg``: one of :data:`VARIANTS`."""
     if arg not in VARIANTS:

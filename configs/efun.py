@@ -48,11 +48,12 @@ full 450-epoch eFUN recipe ("training the entire network end-to-end").
 
 import ml_collections
 
-from freqjax.train.config import model_options, train_defaults
+from freqjax.train.config import accelerator_variants, model_options, train_defaults
 
 VARIANTS = ("efun", "efun_s", "efun_s_plus", "efun_l", "efun_variant_a", "efun_variant_b", "lefun", "lefun_e2e")
 
 
+@accelerator_variants
 def get_config(arg: str = "efun") -> ml_collections.ConfigDict:
     """``arg``: one of :data:`VARIANTS`."""
     if arg not in VARIANTS:

@@ -11,11 +11,12 @@ but their published numbers come from longer RMSProp recipes (use configs/effici
 
 import ml_collections
 
-from freqjax.train.config import imagenet_sgd_step_recipe
+from freqjax.train.config import accelerator_variants, imagenet_sgd_step_recipe
 
 VARIANTS = ("mobilenetv1_100", "mobilenetv1_075", "mobilenetv1_050", "mobilenetv1_025")
 
 
+@accelerator_variants
 def get_config(arg: str = "mobilenetv1_100") -> ml_collections.ConfigDict:
     """``arg``: one of :data:`VARIANTS`."""
     if arg not in VARIANTS:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import ml_collections
 
-from freqjax.train.config import imagenet_sgd_step_recipe
+from freqjax.train.config import accelerator_variants, imagenet_sgd_step_recipe
 
 VARIANTS = (
     "msnet_resnet18",
@@ -45,6 +45,7 @@ VARIANTS = (
 )
 
 
+@accelerator_variants
 def get_config(arg: str = "msnet_resnet18") -> ml_collections.ConfigDict:
     """``arg``: one of :data:`VARIANTS`."""
     if arg not in VARIANTS:

@@ -12,9 +12,10 @@ recipe the baselines were trained with.
 
 import ml_collections
 
-from freqjax.train.config import imagenet_sgd_step_recipe
+from freqjax.train.config import accelerator_variants, imagenet_sgd_step_recipe
 
 
+@accelerator_variants
 def get_config(arg: str = "resfun") -> ml_collections.ConfigDict:
     """``arg``: 'resfun' (the only variant)."""
     if arg != "resfun":

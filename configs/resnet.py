@@ -9,11 +9,12 @@ Expected top-1 (torchvision weights, the papers' baseline numbers): ResNet-18 69
 
 import ml_collections
 
-from freqjax.train.config import imagenet_sgd_step_recipe
+from freqjax.train.config import accelerator_variants, imagenet_sgd_step_recipe
 
 VARIANTS = ("resnet18", "resnet34", "resnet50")
 
 
+@accelerator_variants
 def get_config(arg: str = "resnet18") -> ml_collections.ConfigDict:
     """``arg``: one of :data:`VARIANTS`."""
     if arg not in VARIANTS:

@@ -17,7 +17,7 @@ rexnet_100, rexnet_130, rexnet_150, rexnet_200, rexnet_300 and rexnet_lite_100/1
 
 import ml_collections
 
-from freqjax.train.config import train_defaults
+from freqjax.train.config import accelerator_variants, train_defaults
 
 VARIANTS = (
     "rexnet_090",
@@ -33,6 +33,7 @@ VARIANTS = (
 )
 
 
+@accelerator_variants
 def get_config(arg: str = "rexnet_100") -> ml_collections.ConfigDict:
     """``arg``: one of :data:`VARIANTS`."""
     if arg not in VARIANTS:

@@ -47,7 +47,7 @@ et al. do.
 
 import ml_collections
 
-from freqjax.train.config import train_defaults
+from freqjax.train.config import accelerator_variants, train_defaults
 
 # name -> (dataset, train split, classes)
 DATASETS = {
@@ -126,6 +126,7 @@ def _rexnet(model: str, dataset: str) -> ml_collections.ConfigDict:
     return c
 
 
+@accelerator_variants
 def get_config(arg: str = "efun_cifar100") -> ml_collections.ConfigDict:
     """``arg``: one of :data:`VARIANTS`."""
     if arg not in VARIANTS:

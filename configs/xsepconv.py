@@ -21,11 +21,12 @@ same experiment (same strides, 5x5 / 3x3 depthwise instead of XSepConv): ``--con
 
 import ml_collections
 
-from freqjax.train.config import model_options, train_defaults
+from freqjax.train.config import accelerator_variants, model_options, train_defaults
 
 VARIANTS = ("cifar10", "cifar100", "svhn", "tiny_imagenet")
 
 
+@accelerator_variants
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
     """``arg``: one of :data:`VARIANTS`."""
     if arg not in VARIANTS:

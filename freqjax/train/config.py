@@ -7,12 +7,14 @@ recipe fixes; :func:`validate_train_config` runs before anything is compiled or 
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Iterable
 
 import ml_collections
 
 __all__ = [
+    "accelerator_variants",
     "check_choice",
     "check_keys",
     "check_positive_int",
@@ -100,6 +102,29 @@ def _data_defaults(c: ml_collections.ConfigDict) -> None:
     c.synthetic_size = 4096
     c.worker_count = 0
     c.decode_cache = False  # folder: datasets of one image size: decode once into freqjax's cache dir
+
+
+ACCELERATOR_SUFFIX = ":bf16"
+
+
+def accelerator_variants(get_config):
+    """Decorate a recipe's ``get_config``: ``VARIANT:bf16`` is ``VARIANT`` with ``half_precision``
+    (bfloat16 compute, float32 master weights), the variant for GPUs and TPUs.
+
+    ``--config configs/efun.py:efun_s_plus:bf16`` (ml_collections passes everything after the
+    file's ``:`` as the argument); the float32 recipe stays the default, exact on a CPU.
+    """
+
+    @functools.wraps(get_config)
+    def with_precision(arg: str | None = None) -> ml_collections.ConfigDict:
+        half = isinstance(arg, str) and arg.endswith(ACCELERATOR_SUFFIX)
+        if half:
+            arg = arg[: -len(ACCELERATOR_SUFFIX)]
+        c = get_config() if arg is None else get_config(arg)
+        c.half_precision = half
+        return c
+
+    return with_precision
 
 
 def train_defaults() -> ml_collections.ConfigDict:

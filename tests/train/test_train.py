@@ -172,7 +172,10 @@ def test_every_training_config_and_variant_validates_and_documents_its_command(n
     for variant in module.VARIANTS if hasattr(module, "VARIANTS") else (name,):
         config = module.get_config(variant)
         validate_train_config(config)
-        assert config.mode == "train"
+        assert config.mode == "train" and not config.half_precision  # float32 recipes: exact on a CPU
+        if name != "cifar_quick":  # every paper recipe has its accelerator variant, the same in bfloat16
+            accelerated = module.get_config(f"{variant}:bf16")
+            assert accelerated.half_precision and accelerated.to_dict() == {**config.to_dict(), "half_precision": True}
     with pytest.raises(ValueError, match="variant must be"):
         module.get_config("no_such_variant")
 
