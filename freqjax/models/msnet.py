@@ -138,13 +138,13 @@ for _name, (_base, _side) in BASES.items():
     # MobileNetV1 widths share every code path with msnet_mobilenetv1_100; MS-DenseNet-121 combines
     # the MSNet wrapper of msnet_resnet18 with densenet121's stages, both trained on their own in
     # the train-mode test (its forward is compared with PyTorch in tests/models/test_msnet.py);
-    # the CIFAR MSNets likewise combine msnet_resnet18's wrapper with cifar_resnet8's stages
+    # the CIFAR MSNets likewise combine msnet_resnet18's wrapper with a CIFAR ResNet's stages
     _variant_of = {
         "mobilenetv1_100": None,
         "resnet18": None,
         "densenet121": "msnet_resnet18",
         "cifar_resnet8": "msnet_resnet18",
-        "cifar_resnet20": "msnet_cifar_resnet8",
+        "cifar_resnet20": "msnet_resnet18",
     }.get(_base, "msnet_mobilenetv1_100")
     register(
         ModelInfo(_name, "rgb", _side, PAPER, _table, default_drop_rate=0.0, variant_of=_variant_of),

@@ -221,5 +221,5 @@ def test_a_base_run_of_another_class_count_is_refused(tmp_path):
     _base_run(tmp_path / "base", num_classes=5)
     config = _msnet_run(tmp_path / "ms")
     config.msnet_sweep.base_from = str(tmp_path / "base")
-    with pytest.raises(ValueError, match="trained 5 classes, this MSNet 10"):
+    with pytest.raises(ValueError, match="trained 5 classes, this run 10"):
         run_msnet_sweep(config, str(tmp_path / "ms"))
