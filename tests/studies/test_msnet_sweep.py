@@ -122,14 +122,13 @@ def _msnet_run(workdir, seed=0, **overrides):
     return config
 
 
-def _base_run(workdir, **overrides):
+def _base_run(workdir):
     """A plain cifar_resnet8 trained two steps on the same synthetic data (its run_config.json and checkpoint)."""
     from config_files import tiny_train_config
 
     from freqjax.train.loop import train_and_evaluate
 
     config = tiny_train_config(image_size=32, batch_size=8, synthetic_size=64, num_train_steps=2, eval_steps=1)
-    config.update(overrides)
     train_and_evaluate(config, str(workdir))
 
 
@@ -216,9 +215,13 @@ def test_bad_sweep_fields_are_one_line_before_anything_compiles(tmp_path, field,
 
 
 def test_a_base_run_of_another_class_count_is_refused(tmp_path):
-    from freqjax.studies.msnet_sweep import run_msnet_sweep
+    from config_files import tiny_train_config
 
-    _base_run(tmp_path / "base", num_classes=5)
+    from freqjax.studies.msnet_sweep import run_msnet_sweep
+    from freqjax.train.workdir import write_run_config
+
+    (tmp_path / "base").mkdir()
+    write_run_config(tmp_path / "base", tiny_train_config(num_classes=5), 5)  # refused before any weights load
     config = _msnet_run(tmp_path / "ms")
     config.msnet_sweep.base_from = str(tmp_path / "base")
     with pytest.raises(ValueError, match="trained 5 classes, this run 10"):
