@@ -62,10 +62,19 @@ def _dct_run(workdir, **overrides):
 
 
 def test_job_rows_zeroed_sliced_fine_tuned_and_rgb_down_sampling(tmp_path):
-    from freqjax.train.loop import train_and_evaluate
+    from freqjax.train.checkpoint import Checkpointer
+    from freqjax.train.loop import Setup
+    from freqjax.train.workdir import write_run_config
 
-    base = tiny_train_config(image_size=SIDE, batch_size=8, num_train_steps=2, eval_steps=1)
-    train_and_evaluate(base, str(tmp_path / "rgb"))
+    # the RGB run: its run_config.json and a checkpoint of spread random weights (no training compile)
+    rgb = Setup(tiny_train_config(image_size=SIDE, batch_size=8), str(tmp_path / "rgb"))
+    rgb.workdir.mkdir()
+    write_run_config(rgb.workdir, rgb.config, rgb.num_classes)
+    spread = spread_variables(rgb.model, (SIDE, SIDE, 3))
+    zeros = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), rgb.abstract_state())
+    ckpt = Checkpointer(rgb.workdir / "checkpoints")
+    ckpt.save(1, zeros.replace(params=spread["params"], batch_stats=spread["batch_stats"]), iter(rgb.train_loader()))
+    ckpt.close()
     keep = ((64, 64, 64), (8, 2, 2))
     config, setup = _dct_run(tmp_path / "dct", keep=keep, rgb_from=str(tmp_path / "rgb"), fine_tune_steps=2)
     result = run_input_channels(config, str(tmp_path / "dct"))
