@@ -170,6 +170,15 @@ def decode_numpy(coded: CodedTensor) -> np.ndarray:
     return (rows[:, coded.index] if coded.index.shape[0] else rows).reshape(coded.shape)
 
 
+def _l1_columns(arr: np.ndarray, g: int, r: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (g, N/g) view of ``arr`` and the int((N/g)/r) columns of largest l1 norm, largest first
+    (ties keep the lower column index): the magnitude baseline's choice."""
+    g = check_group(arr.size, g)
+    view = arr.reshape(g, arr.size // g)
+    norms = np.abs(view.astype(np.float64)).sum(axis=0)
+    return view, np.argsort(-norms, kind="stable")[: keep_count(view.shape[1], r)]
+
+
 def l1_prune(w: np.ndarray, g: int, r: float) -> np.ndarray:
     """The paper's magnitude baseline: keep the int((N/g)/r) g-sized columns with largest l1 norm.
 
@@ -177,12 +186,7 @@ def l1_prune(w: np.ndarray, g: int, r: float) -> np.ndarray:
     keep the lower column index). Returns an array of ``w``'s shape and dtype.
     """
     arr = _as_reference(w)
-    g = check_group(arr.size, g)
-    m = arr.size // g
-    t = keep_count(m, r)
-    view = arr.reshape(g, m)
-    norms = np.abs(view.astype(np.float64)).sum(axis=0)
-    keep = np.argsort(-norms, kind="stable")[:t]
+    view, keep = _l1_columns(arr, g, r)
     out = np.zeros_like(view)
     out[:, keep] = view[:, keep]
     return out.reshape(arr.shape)
@@ -196,12 +200,8 @@ def l1_encode(w: np.ndarray, g: int, r: float) -> CodedTensor:
     needs); the same columns as :func:`l1_prune` keeps.
     """
     arr = _as_reference(w)
-    g = check_group(arr.size, g)
-    m = arr.size // g
-    t = keep_count(m, r)
-    view = arr.reshape(g, m)
-    norms = np.abs(view.astype(np.float64)).sum(axis=0)
-    keep = np.sort(np.argsort(-norms, kind="stable")[:t])
+    view, keep = _l1_columns(arr, g, r)
+    keep = np.sort(keep)
     return CodedTensor(view[:, keep].astype(np.float32), keep.astype(np.int64), tuple(arr.shape))
 
 

@@ -19,7 +19,6 @@ import optax
 
 from freqjax.compress.tree import CompressedTensor
 from freqjax.train import steps
-from freqjax.train.optim import cross_entropy
 
 __all__ = ["assemble", "compressed_tree", "finetune_step", "flat_leaves", "halves", "nest", "static_layers"]
 
@@ -106,16 +105,9 @@ def finetune_step(
 
     def loss_fn(trainable):
         params = assemble(trainable, frozen, index, layers)
-        out, updates = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
-            x,
-            train=True,
-            mutable=["batch_stats"],
-            rngs={"dropout": rng},
+        return steps.training_loss(
+            model, params, state.batch_stats, x, labels, rng=rng, label_smoothing=label_smoothing
         )
-        outputs = out if isinstance(out, tuple | list) else (out,)
-        loss = sum(cross_entropy(o, labels, label_smoothing).mean() for o in outputs)
-        return loss, (outputs[-1], updates.get("batch_stats", {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

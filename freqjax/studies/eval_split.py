@@ -89,9 +89,11 @@ def predict_eval_split(setup: Any, fn, variables: Any, image_size: int) -> tuple
     return tuple(np.concatenate(p) for p in zip(*parts, strict=True)), np.concatenate(labels)
 
 
-def top1_of(probs: np.ndarray, labels: np.ndarray, index: np.ndarray) -> float:
-    """Top-1 of class scores ``probs`` over images ``index`` (NaN for none)."""
-    return float(np.mean(np.argmax(probs[index], axis=-1) == labels[index])) if len(index) else float("nan")
+def top1_of(probs: np.ndarray, labels: np.ndarray, index: np.ndarray | None = None) -> float:
+    """Top-1 of class scores ``probs`` over images ``index`` (None: all; NaN for none)."""
+    if index is not None:
+        probs, labels = probs[index], labels[index]
+    return float(np.mean(np.argmax(probs, axis=-1) == labels)) if len(labels) else float("nan")
 
 
 def write_csv(rows: list[dict], path: Path) -> str:

@@ -35,7 +35,7 @@ import numpy as np
 
 from freqjax import dct
 from freqjax.models import count_macs, count_params
-from freqjax.studies.eval_split import load_plain_run, predict_eval_split, run_image_size, write_csv
+from freqjax.studies.eval_split import load_plain_run, predict_eval_split, run_image_size, top1_of, write_csv
 
 __all__ = ["kept_input", "run_input_channels", "slice_input", "sliced_model"]
 
@@ -145,7 +145,7 @@ def run_input_channels(config: Any, workdir: str) -> dict:
         )
         row = dict(y=keep[0], cb=keep[1], cr=keep[2], channels=channels, ratio=dct.CHANNELS / channels,
                    params=count_params(shapes), macs=count_macs(rebuilt, (dct_side, dct_side, channels)),
-                   top1_zeroed=_top1(zeroed, labels), top1_sliced=None, sliced_max_relative_diff=None)  # fmt: skip
+                   top1_zeroed=top1_of(zeroed, labels), top1_sliced=None, sliced_max_relative_diff=None)  # fmt: skip
         try:
             small, small_vars = slice_input(setup.model, variables, keep, dct_side)
         except NotSliceableError:
@@ -154,7 +154,7 @@ def run_input_channels(config: Any, workdir: str) -> dict:
             (sliced,), _ = predict_eval_split(setup, _dct_logits(small, keep, sliced=True), small_vars, side)
             scale = max(1.0, float(np.max(np.abs(zeroed))))
             row.update(
-                top1_sliced=_top1(sliced, labels),
+                top1_sliced=top1_of(sliced, labels),
                 sliced_max_relative_diff=float(np.max(np.abs(sliced - zeroed))) / scale,
             )
         if options["fine_tune_steps"]:
@@ -164,7 +164,7 @@ def run_input_channels(config: Any, workdir: str) -> dict:
         rows.append(row)
         print(f"[input_channels] {keep}: top-1 zeroed {row['top1_zeroed']:.4f}", flush=True)
     out_dir = Path(workdir) / "input_channels"
-    table = _markdown(rows, full_top1=_top1(full, labels), params=count_params(variables), images=len(labels))
+    table = _markdown(rows, full_top1=top1_of(full, labels), params=count_params(variables), images=len(labels))
     print(table, flush=True)
     paths = {}
     if jax.process_index() == 0:
@@ -185,10 +185,6 @@ def _dct_logits(model: Any, keep: tuple[int, int, int] | None, sliced: bool = Fa
         return (model.apply(variables, x).astype(jnp.float32),)
 
     return logits
-
-
-def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
 
 def _fine_tune(config: Any, workdir: str, keep: tuple[int, int, int], options: dict) -> float:
@@ -222,7 +218,7 @@ def _rgb_row(setup: Any, rgb: tuple[Any, Any, str], side: int, ratio: float) -> 
         return (model.apply(v, jax.image.resize(x, (n, side, side, c), "linear")).astype(jnp.float32),)
 
     (out,), labels = predict_eval_split(setup, logits, variables, side)
-    return dict(rgb_side=small, rgb_top1=_top1(out, labels), rgb_macs=count_macs(model, (side, side, 3)), rgb=name)
+    return dict(rgb_side=small, rgb_top1=top1_of(out, labels), rgb_macs=count_macs(model, (side, side, 3)), rgb=name)
 
 
 def _markdown(rows: list[dict], *, full_top1: float, params: int, images: int) -> str:

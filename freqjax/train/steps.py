@@ -123,6 +123,22 @@ def _keep_frozen(ema, current, trainable: str, collection: str):
     return jax.tree_util.tree_map_with_path(pick, ema, current)
 
 
+def training_loss(
+    model: nn.Module, params, batch_stats, x: jax.Array, labels: jax.Array, *, rng: jax.Array, label_smoothing: float
+) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+    """The training-mode forward pass and its loss: (loss, (last exit's logits, new batch_stats)).
+
+    Multi-exit models (MSNet: low- and high-resolution classifiers) train on the sum of their
+    exits' cross-entropies. Shared by :func:`train_step` and the compression fine-tune.
+    """
+    logits, updates = model.apply(
+        {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+    )
+    outputs = logits if isinstance(logits, tuple | list) else (logits,)
+    loss = sum(cross_entropy(out, labels, label_smoothing).mean() for out in outputs)
+    return loss, (outputs[-1], updates.get("batch_stats", {}))
+
+
 def train_step(
     state: TrainState,
     batch: dict,
@@ -154,17 +170,7 @@ def train_step(
 
     def loss_fn(params):
         with frozen_batch_norm(trainable):
-            logits, updates = model.apply(
-                {"params": params, "batch_stats": state.batch_stats},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": rng},
-            )
-        # multi-exit models (MSNet: low- and high-resolution classifiers) train on the sum of their losses
-        outputs = logits if isinstance(logits, tuple | list) else (logits,)
-        loss = sum(cross_entropy(out, labels, label_smoothing).mean() for out in outputs)
-        return loss, (outputs[-1], updates.get("batch_stats", {}))
+            return training_loss(model, params, state.batch_stats, x, labels, rng=rng, label_smoothing=label_smoothing)
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     if inject_nan_at_step >= 0:  # fault-test hook (config.inject_nan_at_step)
